@@ -1,0 +1,1 @@
+"""Prefect flows, deployments and the `reasonloop` command line."""

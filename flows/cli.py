@@ -1,0 +1,36 @@
+"""The `reasonloop` command line. Store commands and the walkthrough never start Prefect."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flows.cli_store import RootOption
+from flows.cli_store import app as store_app
+
+app = typer.Typer(
+    help="reasonloop: RL post-training of language models as a data pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(store_app, name="store")
+
+
+@app.command()
+def walkthrough(
+    root: RootOption = None,
+    seed: Annotated[int, typer.Option(help="Seed for the synthetic data.")] = 0,
+) -> None:
+    """A tour of the replay store on synthetic data (ingest, quarantine, SQL, samplers, compaction)."""
+    from flows.walkthrough import run_walkthrough
+
+    run_walkthrough(root, typer.echo, seed)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

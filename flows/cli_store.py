@@ -1,0 +1,143 @@
+"""`reasonloop store ...`: ingest, query and maintain the replay store. Never starts Prefect."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from schemas import UnknownTableError
+from storage import ReplayStore
+from storage.ingest import IngestError
+
+app = typer.Typer(help="Ingest, query and maintain the replay store.", no_args_is_help=True)
+
+RootOption = Annotated[
+    Path | None,
+    typer.Option("--root", envvar="REASONLOOP_HOME", help="Store root (default ./.reasonloop)."),
+]
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def ingest(
+    table: Annotated[str, typer.Argument(help="Target table, e.g. problems.")],
+    files: Annotated[list[Path], typer.Argument(help="JSONL, JSON (a list), CSV or Parquet files.")],
+    root: RootOption = None,
+    run_id: Annotated[str | None, typer.Option(help="run_id for rows that lack one.")] = None,
+    producer: Annotated[str | None, typer.Option(help="producer for rows that lack one.")] = None,
+) -> None:
+    """Validate and commit rows; bad rows go to the `rejected` table with their reason.
+
+    Exit code 0 even with rejections (they are data); 2 for unusable input.
+    """
+    store = ReplayStore(root)
+    try:
+        result = store.ingest(table, files, run_id=run_id, producer=producer)
+    except (UnknownTableError, IngestError) as exc:
+        fail(str(exc))
+    typer.echo(f"committed {result.committed}, duplicate {result.duplicates}, rejected {result.rejected}")
+    for rej in result.rejections[:10]:
+        typer.echo(f"  rejected: {rej.reason}")
+    if result.rejected > 10:
+        typer.echo(f"  ... and {result.rejected - 10} more (SELECT * FROM rejected)")
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL; every table is a view by its name.")],
+    root: RootOption = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Run SQL against the store's views (problems, rollouts, sft_samples, train_metrics,
+    checkpoints, rejected)."""
+    import duckdb
+
+    store = ReplayStore(root)
+    if fmt is OutputFormat.parquet and out is None:
+        fail("--format parquet needs --out FILE")
+    with store.reader() as reader:
+        try:
+            if fmt is OutputFormat.table:
+                text = str(reader.con.sql(sql))
+            else:
+                text = _render(reader.query(sql), fmt, out)
+        except duckdb.Error as exc:
+            fail(str(exc).splitlines()[0])
+    if out is not None and fmt is not OutputFormat.parquet:
+        out.write_text(text, encoding="utf-8")
+    elif text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _render(result, fmt: OutputFormat, out: Path | None) -> str:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt is OutputFormat.parquet:
+        pq.write_table(result, out)
+        return ""
+    if fmt is OutputFormat.csv:
+        import io
+
+        sink = io.BytesIO()
+        pacsv.write_csv(result, sink)
+        return sink.getvalue().decode("utf-8")
+    return json.dumps(result.to_pylist(), default=str, ensure_ascii=False, indent=1)
+
+
+@app.command()
+def stats(root: RootOption = None) -> None:
+    """Rows, files and bytes per table."""
+    store = ReplayStore(root)
+    typer.echo(f"store: {store.root}")
+    typer.echo(f"{'table':<14}{'rows':>10}{'files':>8}{'compacted':>11}{'MB':>10}")
+    for s in store.stats():
+        typer.echo(f"{s['table']:<14}{s['rows']:>10}{s['files']:>8}{s['compacted_files']:>11}{s['bytes'] / 1e6:>10.2f}")
+
+
+@app.command()
+def compact(
+    table: Annotated[str | None, typer.Argument(help="One table (default: all).")] = None,
+    root: RootOption = None,
+) -> None:
+    """Merge small files per partition (ordered, deduplicated); readers are never disturbed."""
+    store = ReplayStore(root)
+    try:
+        results = store.compact(table)
+    except UnknownTableError as exc:
+        fail(str(exc))
+    for r in results:
+        if r.partitions:
+            typer.echo(
+                f"{r.table}: {r.files_in} files -> {r.files_out} in {r.partitions} partition(s), {r.rows_out} rows"
+            )
+    typer.echo("compaction done")
+
+
+@app.command()
+def vacuum(
+    root: RootOption = None,
+    temp_max_age: Annotated[
+        float, typer.Option(help="Remove temp files older than this (s), even of live writers.")
+    ] = 3600.0,
+) -> None:
+    """Remove orphaned temp files and obsolete files past their grace period."""
+    r = ReplayStore(root).vacuum(temp_max_age=temp_max_age)
+    typer.echo(f"removed {r.temps_removed} temp, {r.obsolete_removed} obsolete, {r.orphans_removed} orphan file(s)")

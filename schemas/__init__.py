@@ -1,0 +1,30 @@
+"""Table schemas: one module per table, each an explicit, versioned Arrow schema."""
+
+from __future__ import annotations
+
+from schemas.checkpoints import CHECKPOINTS
+from schemas.common import TableSpec, config_fingerprint, row_id
+from schemas.problems import PROBLEMS
+from schemas.rejected import REJECTED
+from schemas.rollouts import ROLLOUTS
+from schemas.sft_samples import SFT_SAMPLES
+from schemas.train_metrics import TRAIN_METRICS
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec for spec in (PROBLEMS, ROLLOUTS, SFT_SAMPLES, TRAIN_METRICS, CHECKPOINTS, REJECTED)
+}
+
+
+class UnknownTableError(ValueError):
+    pass
+
+
+def get_table(name: str) -> TableSpec:
+    """The spec of table `name`; an unknown name fails listing the valid ones."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise UnknownTableError(f"unknown table {name!r}; valid tables: {', '.join(sorted(TABLES))}") from None
+
+
+__all__ = ["TABLES", "TableSpec", "UnknownTableError", "config_fingerprint", "get_table", "row_id"]

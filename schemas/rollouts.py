@@ -1,0 +1,69 @@
+"""`rollouts`: sampled completions with everything a trainer needs to reuse them.
+
+id key: hash(run_id, policy_version, problem_id, stage, group_id, sample_idx) — a resumed step
+that regenerates the same sample gets the same id. Partitioned by `run_id`; compacted files are
+ordered by policy_version (the train step of the weights that sampled the row).
+
+Token-level columns: `prompt_ids` (P,), `completion_ids` (T,), `logprobs` (T,) are the sampling
+log-probabilities log_softmax(logits / temperature)[token] — so `logprobs` must have exactly one
+value per completion token, each <= 0.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas.common import FLOAT_MAP, LOSS_MASK_SPANS, TableSpec
+
+STAGES = frozenset({"single", "draft", "refine", "verify"})
+FINISH_REASONS = frozenset({"stop", "length"})
+
+ROLLOUTS = TableSpec(
+    name="rollouts",
+    version=1,
+    fields=(
+        pa.field("problem_id", pa.string(), nullable=False),
+        pa.field("group_id", pa.string(), nullable=False),  # samples compared with each other
+        pa.field("sample_idx", pa.int32(), nullable=False),  # index within the group
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("parent_rollout_id", pa.string()),  # iGRPO refine -> its draft; Octopus pair
+        pa.field("policy_version", pa.int64(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("completion", pa.string(), nullable=False),
+        pa.field("prompt_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("completion_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("logprobs", pa.list_(pa.float32()), nullable=False),
+        pa.field("entropy", pa.float64()),  # mean per-token entropy; None where unavailable
+        pa.field("finish_reason", pa.string(), nullable=False),
+        pa.field("reward", pa.float64(), nullable=False),  # total (weighted) reward
+        pa.field("rewards", FLOAT_MAP),  # per reward function
+        pa.field("advantage", pa.float64()),
+        pa.field("usage_count", pa.int32(), nullable=False),  # times trained on (replay)
+        pa.field("loss_mask_spans", LOSS_MASK_SPANS),  # completion token spans excluded from loss
+    ),
+    id_key=("run_id", "policy_version", "problem_id", "stage", "group_id", "sample_idx"),
+    partition_by="run_id",
+    sort_by=("policy_version", "group_id", "sample_idx", "stage", "id"),
+    nonempty=("problem_id", "group_id"),
+    required=frozenset(
+        {
+            "problem_id",
+            "group_id",
+            "sample_idx",
+            "policy_version",
+            "prompt",
+            "completion",
+            "prompt_ids",
+            "completion_ids",
+            "logprobs",
+            "finish_reason",
+            "reward",
+        }
+    ),
+    defaults={"stage": "single", "usage_count": 0},
+    enums={"stage": STAGES, "finish_reason": FINISH_REASONS},
+    finite=("reward", "rewards", "advantage", "logprobs", "entropy"),
+    nonnegative=("sample_idx", "policy_version", "usage_count", "prompt_ids", "completion_ids"),
+    equal_lengths=(("completion_ids", "logprobs"),),
+    texts=("prompt", "completion"),
+)

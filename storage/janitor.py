@@ -1,0 +1,80 @@
+"""`vacuum`: remove what crashes and compactions leave behind, never what a reader may still use.
+
+- temp files whose writer process is gone (or that are older than `temp_max_age`);
+- obsolete files past the grace period (listed in a manifest's garbage);
+- orphans of a crash between publishing a compacted file and switching the manifest, or between
+  the switch and deleting what it made obsolete (unreferenced and older than the grace period).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas import TABLES
+from storage.compaction import take_expired
+from storage.layout import COMPACTED_DIR, iter_delta_files, iter_temp_files, temp_owner_pid
+from storage.manifest import load_manifest, save_manifest, table_lock
+
+
+@dataclass
+class VacuumResult:
+    temps_removed: int = 0
+    obsolete_removed: int = 0
+    orphans_removed: int = 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) holds its pid but writes nothing more
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return -1.0
+
+
+def vacuum(root: Path, *, grace_seconds: float = 60.0, temp_max_age: float = 3600.0) -> VacuumResult:
+    result = VacuumResult()
+    now = time.time()
+    for tmp in iter_temp_files(root):
+        pid = temp_owner_pid(tmp.name)
+        if pid is None or not pid_alive(pid) or _age(tmp, now) > temp_max_age:
+            tmp.unlink(missing_ok=True)
+            result.temps_removed += 1
+    for name in TABLES:
+        table_dir = root / name
+        if not table_dir.is_dir():
+            continue
+        with table_lock(table_dir):
+            manifest = load_manifest(table_dir)
+            expired = take_expired(manifest, grace_seconds, now)
+            if expired:
+                manifest.version += 1
+                save_manifest(table_dir, manifest)
+            for rel in expired:
+                (table_dir / rel).unlink(missing_ok=True)
+            result.obsolete_removed += len(expired)
+            pending = {rel for rel, _ in manifest.garbage} | set(manifest.compacted_files())
+            orphans = [p for p in iter_delta_files(table_dir) if manifest.is_folded(p.parent.name, p.name)]
+            compacted_dir = table_dir / COMPACTED_DIR
+            if compacted_dir.is_dir():
+                orphans += list(compacted_dir.glob("*/c-*.parquet"))
+            for path in orphans:
+                if str(path.relative_to(table_dir)) not in pending and _age(path, now) >= grace_seconds:
+                    path.unlink(missing_ok=True)
+                    result.orphans_removed += 1
+    return result

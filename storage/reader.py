@@ -1,0 +1,124 @@
+"""Reading: a consistent snapshot of a table's files, and DuckDB in-memory views over them.
+
+No `.duckdb` database file is opened for writing (its lock would exclude every other process,
+readers included): each reader holds an in-memory DuckDB connection whose views name the
+Parquet files of a snapshot. Any number of reader and writer processes coexist.
+
+Ids are unique across compacted files (compaction deduplicates), so only delta files can repeat
+an id; the view deduplicates that part alone, keeping the first committed copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from schemas import TABLES, TableSpec, get_table
+from storage.layout import iter_delta_files
+from storage.manifest import load_manifest
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The files that make up one table at one moment."""
+
+    table: str
+    compacted: tuple[Path, ...]
+    deltas: tuple[Path, ...]
+    manifest_version: int
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.compacted + self.deltas
+
+
+def snapshot(root: Path, table: str, partition: str | None = None) -> Snapshot:
+    """List deltas first, then read the manifest (see storage.manifest for why this order)."""
+    table_dir = root / table
+    listed = list(iter_delta_files(table_dir, partition))
+    manifest = load_manifest(table_dir)
+    deltas = tuple(p for p in listed if not manifest.is_folded(p.parent.name, p.name))
+    compacted = tuple(table_dir / rel for rel in manifest.compacted_files(partition))
+    return Snapshot(table, compacted, deltas, manifest.version)
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def read_parquet_sql(spec: TableSpec, files: Sequence[Path], *, filename: bool = False) -> str:
+    paths = ", ".join(_sql_str(str(p)) for p in files)
+    extra = ", filename=true" if filename else ""
+    return (
+        f"read_parquet([{paths}], hive_partitioning=true, union_by_name=true, "
+        f"hive_types={{{_sql_str(spec.partition_by)}: 'VARCHAR'}}{extra})"
+    )
+
+
+def scan_sql(spec: TableSpec, snap: Snapshot, where: str | None = None) -> str:
+    """A SELECT over a snapshot with `where` (code-defined SQL, values as $params) applied before
+    deduplication, so filters prune files and row groups first."""
+    cond = f"WHERE {where}" if where else ""
+    if not snap.files:
+        return f"SELECT * FROM _empty_{spec.name} {cond}"
+    parts = []
+    if snap.compacted:
+        parts.append(f"SELECT * FROM {read_parquet_sql(spec, snap.compacted)} {cond}")
+    if snap.deltas:
+        anti = ""
+        if snap.compacted:
+            anti = f"{'AND' if where else 'WHERE'} id NOT IN (SELECT id FROM {read_parquet_sql(spec, snap.compacted)})"
+        parts.append(
+            f"SELECT * EXCLUDE (filename) FROM {read_parquet_sql(spec, snap.deltas, filename=True)} "
+            f"{cond} {anti} QUALIFY row_number() OVER (PARTITION BY id ORDER BY created_at, filename) = 1"
+        )
+    return " UNION ALL BY NAME ".join(f"({p})" for p in parts)
+
+
+class StoreReader:
+    """An in-memory DuckDB connection with one view per table over a snapshot of the store.
+
+    Views are a snapshot: call `refresh()` to see rows committed since. Parameters are bound by
+    DuckDB (`$name` or `?`), never formatted into the SQL text.
+    """
+
+    def __init__(self, root: Path, *, threads: int | None = None) -> None:
+        self.root = root
+        self.con = duckdb.connect()
+        if threads is not None:
+            self.con.execute(f"SET threads = {int(threads)}")
+        for spec in TABLES.values():
+            self.con.register(f"_empty_{spec.name}", spec.schema.empty_table())
+        self.snapshots: dict[str, Snapshot] = {}
+        self.refresh()
+
+    def refresh(self, tables: Sequence[str] | None = None) -> None:
+        for name in tables or TABLES:
+            spec = get_table(name)
+            snap = snapshot(self.root, name)
+            self.snapshots[name] = snap
+            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {scan_sql(spec, snap)}")
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run SQL against the views; the whole result as an Arrow table."""
+        return self.con.sql(sql, params=params).to_arrow_table()
+
+    def scan(self, table: str, *, where: str | None = None, partition: str | None = None) -> str:
+        """SQL text for a fresh snapshot of `table` (optionally one partition dir, e.g.
+        'run_id=abc'), filtered by `where` before deduplication."""
+        spec = get_table(table)
+        return scan_sql(spec, snapshot(self.root, table, partition), where)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,79 @@
+"""Samplers: the queries trainers draw batches with. Parameterized SQL over one run's partition;
+values are bound by DuckDB, never formatted into the text."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas.validate import partition_problem
+from storage.layout import partition_dir_name
+from storage.reader import StoreReader
+
+
+def _run_partition(run_id: str) -> str:
+    problem = partition_problem("run_id", run_id)
+    if problem:
+        raise ValueError(problem)
+    return partition_dir_name("run_id", run_id)
+
+
+def _seeded_order(seed: int | None) -> str:
+    # hash(id, seed) is a fixed pseudo-random permutation for a given seed.
+    return "hash(id || $seed)" if seed is not None else "id"
+
+
+def staleness_window(
+    reader: StoreReader,
+    run_id: str,
+    *,
+    current_version: int,
+    max_staleness: int,
+    limit: int | None = None,
+    seed: int | None = None,
+) -> pa.Table:
+    """Rollouts with current - k <= policy_version <= current; with `limit`, a uniform sample
+    of that many (deterministic for a seed)."""
+    where = "policy_version BETWEEN $low AND $high"
+    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id))
+    params: dict = {"low": current_version - max_staleness, "high": current_version}
+    sql = f"SELECT * FROM ({scan}) ORDER BY {_seeded_order(seed)}"
+    if seed is not None:
+        params["seed"] = str(seed)
+    if limit is not None:
+        sql += " LIMIT $limit"
+        params["limit"] = limit
+    return reader.query(sql, params)
+
+
+def latest_rollouts(reader: StoreReader, run_id: str) -> pa.Table:
+    """The rollouts of the newest policy_version of a run (fresh, on-policy rows)."""
+    scan = reader.scan("rollouts", partition=_run_partition(run_id))
+    sql = (
+        f"WITH r AS ({scan}) SELECT * FROM r "
+        "WHERE policy_version = (SELECT max(policy_version) FROM r) ORDER BY group_id, sample_idx, id"
+    )
+    return reader.query(sql)
+
+
+def uniform_sample(reader: StoreReader, table: str, n: int, *, seed: int) -> pa.Table:
+    """n rows of a table, uniformly, the same rows for the same seed and snapshot."""
+    sql = f"SELECT * FROM ({reader.scan(table)}) ORDER BY hash(id || $seed) LIMIT $n"
+    return reader.query(sql, {"seed": str(seed), "n": n})
+
+
+def nonzero_std_groups(
+    reader: StoreReader, run_id: str, *, min_version: int = 0, max_version: int | None = None
+) -> pa.Table:
+    """Rollouts of groups whose rewards are not all equal (DAPO dynamic sampling): a group where
+    every sample scores the same has zero advantage and teaches nothing."""
+    where = "policy_version >= $low" + (" AND policy_version <= $high" if max_version is not None else "")
+    params: dict = {"low": min_version}
+    if max_version is not None:
+        params["high"] = max_version
+    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id))
+    sql = (
+        f"WITH r AS ({scan}) SELECT * FROM r WHERE group_id IN "
+        "(SELECT group_id FROM r GROUP BY group_id HAVING max(reward) > min(reward)) "
+        "ORDER BY group_id, sample_idx, id"
+    )
+    return reader.query(sql, params)

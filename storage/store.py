@@ -1,0 +1,194 @@
+"""The replay store: the one place every producer writes rows and every consumer reads them.
+
+    store = ReplayStore("./.reasonloop")
+    result = store.write("problems", [{"prompt": "12+34=", "answer": "46", "answer_type": "exact"}])
+    with store.reader() as r:
+        r.query("SELECT count(*) FROM problems")
+
+Writes validate, quarantine bad rows in `rejected` (with reasons), and commit the rest as
+immutable Parquet files; reads are DuckDB views over a snapshot of those files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import TABLES, UnknownTableError, get_table, row_id
+from schemas.rejected import REJECTED
+from schemas.validate import Limits, Rejection, Validated, validate_rows, validate_table
+from storage.compaction import CompactionPolicy, CompactionResult, compact_table
+from storage.ingest import input_format, read_input
+from storage.janitor import VacuumResult, vacuum
+from storage.layout import resolve_root
+from storage.reader import StoreReader, snapshot
+from storage.writer import WriteOptions, commit_rows
+
+UNKNOWN_TABLE_PARTITION = "unknown"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    limits: Limits = field(default_factory=Limits)
+    write: WriteOptions = field(default_factory=WriteOptions)
+    compaction: CompactionPolicy = field(default_factory=CompactionPolicy)
+
+
+@dataclass
+class CommitResult:
+    table: str
+    committed: int = 0  # rows newly visible
+    duplicates: int = 0  # rows already in the store (or repeated within the batch)
+    rejected: int = 0  # rows quarantined in `rejected`
+    files: list[Path] = field(default_factory=list)  # files this commit published
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def add(self, other: CommitResult) -> None:
+        self.committed += other.committed
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.files += other.files
+        self.rejections += other.rejections
+
+
+def _raw_json(raw: Any) -> str:
+    return json.dumps(raw, default=repr, ensure_ascii=True, allow_nan=True)
+
+
+class ReplayStore:
+    def __init__(self, root: str | os.PathLike | None = None, config: StoreConfig | None = None) -> None:
+        self.root = resolve_root(root)
+        self.config = config or StoreConfig()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ writing
+    def write(
+        self,
+        table: str,
+        data: Iterable[Any] | pa.Table,
+        *,
+        run_id: str | None = None,
+        producer: str | None = None,
+        config_hash: str | None = None,
+        rejections: Sequence[Rejection] = (),
+    ) -> CommitResult:
+        """Validate and commit rows (dicts, an Arrow table or a polars DataFrame). Fields a row
+        lacks are filled from `run_id`/`producer`/`config_hash`, then the table's defaults."""
+        overrides = {
+            k: v for k, v in (("run_id", run_id), ("producer", producer), ("config_hash", config_hash)) if v is not None
+        }
+        now = datetime.now(timezone.utc)
+        if hasattr(data, "to_arrow") and not isinstance(data, pa.Table):  # polars
+            data = data.to_arrow()
+        try:
+            spec = get_table(table)
+        except UnknownTableError as exc:
+            rows = data.to_pylist() if isinstance(data, pa.Table) else list(data)
+            bad = list(rejections) + [Rejection(r, str(exc), "table") for r in rows]
+            return self._quarantine(UNKNOWN_TABLE_PARTITION, CommitResult(table), bad, overrides, now)
+        kwargs = {"limits": self.config.limits, "overrides": overrides, "now": now}
+        checked: Validated = (
+            validate_table(spec, data, **kwargs) if isinstance(data, pa.Table) else validate_rows(spec, data, **kwargs)
+        )
+        committed = commit_rows(self.root, spec, checked.good, self.config.write)
+        result = CommitResult(table, committed.rows, committed.duplicates, files=committed.files)
+        return self._quarantine(table, result, list(rejections) + checked.rejected, overrides, now)
+
+    def _quarantine(
+        self, table_name: str, result: CommitResult, bad: list[Rejection], overrides: dict, now: datetime
+    ) -> CommitResult:
+        if not bad:
+            return result
+        rows = []
+        for rej in bad:
+            raw = _raw_json(rej.raw)
+            rows.append(
+                {
+                    "id": row_id(REJECTED.name, (table_name, raw, rej.reason)),
+                    "run_id": overrides.get("run_id", "ingest"),
+                    "created_at": now,
+                    "producer": overrides.get("producer", "user"),
+                    "config_hash": overrides.get("config_hash", ""),
+                    "schema_version": REJECTED.version,
+                    "table_name": table_name,
+                    "raw": raw,
+                    "reason": rej.reason,
+                    "validator": rej.validator,
+                }
+            )
+        commit_rows(self.root, REJECTED, pa.Table.from_pylist(rows, schema=REJECTED.schema), self.config.write)
+        result.rejected += len(bad)
+        result.rejections += bad
+        return result
+
+    def ingest(self, table: str, paths: Sequence[str | os.PathLike], **write_kwargs: Any) -> CommitResult:
+        """Commit JSONL/JSON/CSV/Parquet files. Every path is checked before anything is written;
+        an unknown table or unusable file raises (UnknownTableError, IngestError)."""
+        spec = get_table(table)
+        files = [Path(p) for p in paths]
+        for path in files:
+            input_format(path)
+        total = CommitResult(table)
+        for path in files:
+            rows, bad = read_input(path, spec)
+            total.add(self.write(table, rows, rejections=bad, **write_kwargs))
+        return total
+
+    # ------------------------------------------------------------------ reading
+    def reader(self, *, threads: int | None = None) -> StoreReader:
+        return StoreReader(self.root, threads=threads)
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+        with self.reader() as r:
+            return r.query(sql, params)
+
+    def read_files(self, table: str, files: Sequence[Path]) -> pa.Table:
+        """Rows of specific committed files (e.g. the batch a step just wrote), in file order,
+        without listing the rest of the table."""
+        spec = get_table(table)
+        if not files:
+            return spec.schema.empty_table()
+        return pa.concat_tables([pq.read_table(f, schema=spec.schema) for f in files])
+
+    # ------------------------------------------------------------------ upkeep
+    def compact(self, table: str | None = None, policy: CompactionPolicy | None = None) -> list[CompactionResult]:
+        names = [get_table(table).name] if table else list(TABLES)
+        policy = policy or self.config.compaction
+        return [compact_table(self.root, TABLES[n], policy, self.config.write) for n in names]
+
+    def delta_file_count(self, table: str, partition: str | None = None) -> int:
+        """Live (not yet compacted) files of a table or one partition dir, e.g. 'run_id=abc'."""
+        return len(snapshot(self.root, get_table(table).name, partition).deltas)
+
+    def vacuum(self, *, temp_max_age: float = 3600.0) -> VacuumResult:
+        return vacuum(self.root, grace_seconds=self.config.compaction.grace_seconds, temp_max_age=temp_max_age)
+
+    def stats(self) -> list[dict[str, Any]]:
+        out = []
+        with self.reader() as r:
+            for name in TABLES:
+                snap = r.snapshots[name]
+                rows = r.query(f"SELECT count(*) AS n FROM {name}").column("n")[0].as_py()
+                size = sum(p.stat().st_size for p in snap.files if p.exists())
+                out.append(
+                    {
+                        "table": name,
+                        "rows": rows,
+                        "files": len(snap.files),
+                        "compacted_files": len(snap.compacted),
+                        "bytes": size,
+                        "manifest_version": snap.manifest_version,
+                    }
+                )
+        return out
+
+    def snapshot(self, table: str):
+        return snapshot(self.root, get_table(table).name)

@@ -1,0 +1,1 @@
+"""Units of work (engines, rewards, recipes, scheduling): plain functions, thin @task wrappers."""
