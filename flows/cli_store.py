@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 from enum import Enum
@@ -87,18 +89,17 @@ def query(
 
 
 def _render(result, fmt: OutputFormat, out: Path | None) -> str:
-    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     if fmt is OutputFormat.parquet:
         pq.write_table(result, out)
         return ""
     if fmt is OutputFormat.csv:
-        import io
-
-        sink = io.BytesIO()
-        pacsv.write_csv(result, sink)
-        return sink.getvalue().decode("utf-8")
+        sink = io.StringIO()
+        writer = csv.writer(sink, lineterminator="\n")
+        writer.writerow(result.column_names)
+        writer.writerows(zip(*(c.to_pylist() for c in result.columns), strict=True))
+        return sink.getvalue()
     return json.dumps(result.to_pylist(), default=str, ensure_ascii=False, indent=1)
 
 
