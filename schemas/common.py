@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -58,14 +59,14 @@ class TableSpec:
     nonempty: tuple[str, ...] = ()  # string columns that may not be ""
     doc: str = ""
 
-    @property
+    @cached_property
     def schema(self) -> pa.Schema:
         return pa.schema(
             [*COMMON_FIELDS, *self.fields],
             metadata={"reasonloop.table": self.name, "reasonloop.schema_version": str(self.version)},
         )
 
-    @property
+    @cached_property
     def column_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in (*COMMON_FIELDS, *self.fields))
 

@@ -122,7 +122,7 @@ def validate_rows(
 
 
 def _constant(value: Any, arrow_type: pa.DataType, n: int) -> pa.Array:
-    return pa.array([value] * n, type=arrow_type) if value is not None else pa.nulls(n, arrow_type)
+    return pa.repeat(pa.scalar(value, arrow_type), n) if value is not None else pa.nulls(n, arrow_type)
 
 
 def validate_table(
@@ -173,10 +173,21 @@ def _np_mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _children_mask(column: pa.Array, child_bad: Callable[[pa.Array], pa.Array]) -> np.ndarray:
+def _numpy(array: pa.Array) -> np.ndarray:
+    """A primitive array as numpy (zero-copy when it has no nulls; nulls become 0, which no
+    numeric rule rejects — null checks are separate)."""
+    if array.null_count:
+        array = pc.fill_null(array, 0)
+    return array.to_numpy(zero_copy_only=False)
+
+
+def _children_mask(column: pa.Array, child_bad: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Rows of a list/map column with at least one child for which `child_bad` is true."""
     child = column.items if pa.types.is_map(column.type) else column.values
-    bad = np.concatenate([[0], np.cumsum(_np_mask(child_bad(child)))])
+    flat = child_bad(_numpy(child))
+    if not flat.any():
+        return np.zeros(len(column), dtype=bool)
+    bad = np.concatenate([[0], np.cumsum(flat)])
     offsets = column.offsets.to_numpy()
     return (bad[offsets[1:]] - bad[offsets[:-1]]) > 0
 
@@ -186,7 +197,7 @@ def _checks(spec: TableSpec, t: pa.Table, limits: Limits) -> Iterable[tuple[str,
     a row gets the reason of the first rule it breaks."""
     col = t.column
     for f in spec.schema:
-        if not f.nullable:
+        if not f.nullable and col(f.name).null_count:
             yield "required", _np_mask(pc.is_null(col(f.name))), lambda i, n=f.name: f"missing required field {n!r}"
     versions = col("schema_version")
     yield (
@@ -227,40 +238,35 @@ def _checks(spec: TableSpec, t: pa.Table, limits: Limits) -> Iterable[tuple[str,
 
 
 def _numeric_checks(spec: TableSpec, t: pa.Table) -> Iterable[tuple[str, np.ndarray, RowReason]]:
+    def column(name: str) -> pa.Array:
+        return t.column(name).combine_chunks()
+
     for name in spec.finite:
-        column = t.column(name).combine_chunks()
-        if pa.types.is_floating(column.type):
-            bad = ~_np_mask(pc.is_finite(column)) & _np_mask(pc.is_valid(column))
+        values = column(name)
+        if pa.types.is_floating(values.type):
+            bad = ~np.isfinite(_numpy(values))
         else:
-            bad = _children_mask(column, lambda c: pc.invert(pc.is_finite(c)))
+            bad = _children_mask(values, lambda v: ~np.isfinite(v))
         yield "finite", bad, lambda i, n=name: f"non-finite value (NaN or inf) in {n!r}"
     for name in spec.nonnegative:
-        column = t.column(name).combine_chunks()
-        if pa.types.is_list(column.type):
-            bad = _children_mask(column, lambda c: pc.less(c, 0))
-        else:
-            bad = _np_mask(pc.less(column, 0))
+        values = column(name)
+        bad = _children_mask(values, lambda v: v < 0) if pa.types.is_list(values.type) else _numpy(values) < 0
         yield "nonnegative", bad, lambda i, n=name: f"{n!r} has a negative value"
     for left, right in spec.equal_lengths:
-        a, b = pc.list_value_length(t.column(left)), pc.list_value_length(t.column(right))
-        yield (
-            "lengths",
-            _np_mask(pc.not_equal(a, b)),
-            lambda i, x=left, y=right, a=a, b=b: f"{x} has {a[i].as_py()} values but {y} has {b[i].as_py()}",
-        )
+        a, b = (_numpy(pc.list_value_length(t.column(c)).combine_chunks()) for c in (left, right))
+        yield "lengths", a != b, lambda i, x=left, y=right, a=a, b=b: f"{x} has {a[i]} values but {y} has {b[i]}"
     if "logprobs" in t.column_names:
-        bad = _children_mask(t.column("logprobs").combine_chunks(), lambda c: pc.greater(c, 0))
+        bad = _children_mask(column("logprobs"), lambda v: v > 0)
         yield "logprobs", bad, lambda i: "logprobs must be <= 0 (a log-probability above 0)"
-    if "loss_mask_spans" in t.column_names:
-        spans = t.column("loss_mask_spans").combine_chunks()
-
-        def bad_span(s: pa.Array) -> pa.Array:
-            start, end = s.field("start"), s.field("end")
-            return pc.or_(pc.or_(pc.less(start, 0), pc.greater(start, end)), pc.is_null(end))
-
+    if "loss_mask_spans" in t.column_names and t.column("loss_mask_spans").null_count < t.num_rows:
+        spans = column("loss_mask_spans")
+        starts, ends = spans.values.field("start"), spans.values.field("end")
+        flat = _np_mask(pc.or_(pc.or_(pc.less(starts, 0), pc.greater(starts, ends)), pc.is_null(ends)))
+        bad = np.concatenate([[0], np.cumsum(flat)])
+        offsets = spans.offsets.to_numpy()
         yield (
             "spans",
-            _children_mask(spans, bad_span),
+            (bad[offsets[1:]] - bad[offsets[:-1]]) > 0,
             lambda i: "loss_mask_spans has a span with start < 0, start > end, or no end",
         )
 
@@ -272,6 +278,8 @@ def check_table(spec: TableSpec, table: pa.Table, limits: Limits, raws: list[Any
         return Validated(table, [])
     reasons: dict[int, tuple[str, str]] = {}
     for validator, mask, reason in _checks(spec, table, limits):
+        if not mask.any():
+            continue
         for i in np.flatnonzero(mask):
             reasons.setdefault(int(i), (validator, reason(int(i))))
     if not reasons:

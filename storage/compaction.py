@@ -102,12 +102,13 @@ def compact_table(
     with table_lock(table_dir):
         listed = list(iter_delta_files(table_dir))
         manifest = load_manifest(table_dir)
-        now = time.time()
+        obsolete: list[Path] = []
         by_partition: dict[str, list[Path]] = {}
         for path in listed:
             if not manifest.is_folded(path.parent.name, path.name):
                 by_partition.setdefault(path.parent.name, []).append(path)
         con = duckdb.connect()
+        con.execute("SET enable_progress_bar = false")
         try:
             for pname, deltas in sorted(by_partition.items()):
                 if len(deltas) < policy.min_files:
@@ -118,10 +119,9 @@ def compact_table(
                 inputs = deltas + existing if merge_all else deltas
                 sql = _merge_sql(spec, inputs, [] if merge_all else existing)
                 out, rows = _write_merged(con, spec, sql, table_dir / COMPACTED_DIR / pname, options)
-                obsolete = deltas + (existing if merge_all else [])
+                obsolete += deltas + (existing if merge_all else [])
                 state.files = [str(out.relative_to(table_dir))] + ([] if merge_all else state.files)
                 state.folded.update(p.name for p in deltas)
-                manifest.garbage.extend((str(p.relative_to(table_dir)), now) for p in obsolete)
                 result.partitions += 1
                 result.files_in += len(inputs)
                 result.files_out += 1
@@ -129,7 +129,9 @@ def compact_table(
                 result.output.append(out)
         finally:
             con.close()
-        expired = take_expired(manifest, policy.grace_seconds, now)
+        switched_at = time.time()  # the grace period starts when readers can no longer pick them
+        manifest.garbage.extend((str(p.relative_to(table_dir)), switched_at) for p in obsolete)
+        expired = take_expired(manifest, policy.grace_seconds, switched_at)
         if result.partitions or expired:
             manifest.version += 1
             save_manifest(table_dir, manifest)

@@ -90,6 +90,7 @@ class StoreReader:
     def __init__(self, root: Path, *, threads: int | None = None) -> None:
         self.root = root
         self.con = duckdb.connect()
+        self.con.execute("SET enable_progress_bar = false")
         if threads is not None:
             self.con.execute(f"SET threads = {int(threads)}")
         for spec in TABLES.values():

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,6 +103,24 @@ class ReplayStore:
         committed = commit_rows(self.root, spec, checked.good, self.config.write)
         result = CommitResult(table, committed.rows, committed.duplicates, files=committed.files)
         return self._quarantine(table, result, list(rejections) + checked.rejected, overrides, now)
+
+    def write_many(
+        self, table: str, batches: Iterable[Any], *, workers: int | None = None, **kwargs: Any
+    ) -> CommitResult:
+        """Commit many batches, `workers` at a time (default: one per core). Each batch is still
+        its own commit; Parquet encoding releases the GIL, so a bulk load uses every core (a
+        single pyarrow file write is single-threaded). Results are summed in batch order."""
+        total = CommitResult(table)
+        workers = workers or (os.cpu_count() or 1) + 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            for batch in batches:  # bounded window: at most 2 * workers batches in memory
+                pending.append(pool.submit(self.write, table, batch, **kwargs))
+                if len(pending) >= 2 * workers:
+                    total.add(pending.popleft().result())
+            while pending:
+                total.add(pending.popleft().result())
+        return total
 
     def _quarantine(
         self, table_name: str, result: CommitResult, bad: list[Rejection], overrides: dict, now: datetime

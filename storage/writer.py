@@ -24,7 +24,7 @@ from schemas import TableSpec
 from storage.layout import partition_dir_name, publish, temp_path
 from storage.manifest import load_manifest
 
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 8192  # small enough that a staleness window prunes most of a compacted file
 
 
 @dataclass
@@ -44,7 +44,10 @@ class Committed:
 def parquet_kwargs(spec: TableSpec, options: WriteOptions) -> dict:
     """Writer settings: dictionary-encode only short categorical strings (dictionary attempts on
     long text and token lists cost time and gain nothing), statistics where pruning uses them."""
-    categorical = [f.name for f in spec.schema if pa.types.is_string(f.type) and f.name not in spec.texts]
+    unique = {"id", "parent_rollout_id"}
+    categorical = [
+        f.name for f in spec.schema if pa.types.is_string(f.type) and f.name not in spec.texts and f.name not in unique
+    ]
     stats = [f.name for f in spec.schema if not pa.types.is_nested(f.type) and f.name not in spec.texts]
     return {
         "compression": options.compression,

@@ -107,7 +107,7 @@ def test_concurrent_writers_exact_total(tmp_path: Path, procs: Processes) -> Non
 def test_compaction_under_readers_and_writers(tmp_path: Path, procs: Processes) -> None:
     root, stop = tmp_path / "store", tmp_path / "stop"
     rows, batches = 200, 60
-    policy = CompactionPolicy(min_files=4, max_compacted_files=3, grace_seconds=1.0)
+    policy = CompactionPolicy(min_files=4, max_compacted_files=3, grace_seconds=3.0)
     store = ReplayStore(root, StoreConfig(compaction=policy))
     reader = procs.start("tests.procs.reader", root, stop)
     writers = [procs.start("tests.procs.writer", root, f"w{i}", 0, batches, rows, "shared", 0.03) for i in range(2)]
@@ -117,7 +117,9 @@ def test_compaction_under_readers_and_writers(tmp_path: Path, procs: Processes) 
         compactions += sum(r.partitions for r in store.compact("rollouts"))
     for w in writers:
         assert w.returncode == 0, w.stderr.read()
-    compactions += sum(r.partitions for r in store.compact("rollouts", CompactionPolicy(min_files=1, grace_seconds=0)))
+    compactions += sum(
+        r.partitions for r in store.compact("rollouts", CompactionPolicy(min_files=1, grace_seconds=3.0))
+    )
     time.sleep(0.5)  # let the reader see the final state
     samples = stop_reader(procs, reader, stop)
 
