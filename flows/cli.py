@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from flows.cli_model import app as model_app
+from flows.cli_model import generate as generate_command
 from flows.cli_store import RootOption
 from flows.cli_store import app as store_app
 
@@ -15,6 +17,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(store_app, name="store")
+app.add_typer(model_app, name="model")
+app.command("generate")(generate_command)
 
 
 @app.command()

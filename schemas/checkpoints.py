@@ -25,7 +25,6 @@ CHECKPOINTS = TableSpec(
     partition_by="run_id",
     sort_by=("step",),
     nonempty=("path",),
-    required=frozenset({"step", "path"}),
     defaults={"promoted": False},
     finite=("eval_scores",),
     nonnegative=("step",),

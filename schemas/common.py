@@ -49,7 +49,6 @@ class TableSpec:
     id_key: tuple[str, ...]  # fields hashed (in this order, with the table name) into `id`
     partition_by: str  # hive partition column: <root>/<table>/<col>=<value>/part-*.parquet
     sort_by: tuple[str, ...]  # row order inside compacted files (e.g. by step)
-    required: frozenset[str]  # table fields a row must supply (no default)
     defaults: dict[str, Any] = field(default_factory=dict)
     enums: dict[str, frozenset[str]] = field(default_factory=dict)
     finite: tuple[str, ...] = ()  # float / float-list / float-map columns that must be finite
@@ -69,6 +68,14 @@ class TableSpec:
     @cached_property
     def column_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in (*COMMON_FIELDS, *self.fields))
+
+    @cached_property
+    def required(self) -> frozenset[str]:
+        """Fields a row must supply: not nullable, no default, not derived."""
+        return frozenset(
+            f.name for f in self.schema
+            if not f.nullable and self.default_for(f.name) is None and f.name not in DERIVED_FIELDS
+        )  # fmt: skip
 
     def default_for(self, name: str) -> Any:
         if name in self.defaults:

@@ -36,7 +36,6 @@ PROBLEMS = TableSpec(
     partition_by="source",
     sort_by=("created_at", "id"),
     nonempty=("prompt", "answer"),
-    required=frozenset({"prompt", "answer", "answer_type"}),
     defaults={"split": "train", "source": "user"},
     enums={"answer_type": ANSWER_TYPES, "split": SPLITS},
     finite=("difficulty", "pass_rate"),

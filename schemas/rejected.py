@@ -23,5 +23,4 @@ REJECTED = TableSpec(
     partition_by="table_name",
     sort_by=("created_at", "id"),
     nonempty=("reason",),
-    required=frozenset({"table_name", "raw", "reason", "validator"}),
 )

@@ -35,7 +35,7 @@ ROLLOUTS = TableSpec(
         pa.field("logprobs", pa.list_(pa.float32()), nullable=False),
         pa.field("entropy", pa.float64()),  # mean per-token entropy; None where unavailable
         pa.field("finish_reason", pa.string(), nullable=False),
-        pa.field("reward", pa.float64(), nullable=False),  # total (weighted) reward
+        pa.field("reward", pa.float64()),  # total (weighted) reward; None = not scored (yet)
         pa.field("rewards", FLOAT_MAP),  # per reward function
         pa.field("advantage", pa.float64()),
         pa.field("usage_count", pa.int32(), nullable=False),  # times trained on (replay)
@@ -45,21 +45,6 @@ ROLLOUTS = TableSpec(
     partition_by="run_id",
     sort_by=("policy_version", "group_id", "sample_idx", "stage", "id"),
     nonempty=("problem_id", "group_id"),
-    required=frozenset(
-        {
-            "problem_id",
-            "group_id",
-            "sample_idx",
-            "policy_version",
-            "prompt",
-            "completion",
-            "prompt_ids",
-            "completion_ids",
-            "logprobs",
-            "finish_reason",
-            "reward",
-        }
-    ),
     defaults={"stage": "single", "usage_count": 0},
     enums={"stage": STAGES, "finish_reason": FINISH_REASONS},
     finite=("reward", "rewards", "advantage", "logprobs", "entropy"),

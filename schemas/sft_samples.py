@@ -28,7 +28,6 @@ SFT_SAMPLES = TableSpec(
     partition_by="source",
     sort_by=("created_at", "id"),
     nonempty=("prompt", "target"),
-    required=frozenset({"prompt", "target"}),
     defaults={"split": "train", "source": "user"},
     enums={"split": frozenset({"train", "test", "heldout"})},
     texts=("prompt", "target"),

@@ -23,6 +23,5 @@ TRAIN_METRICS = TableSpec(
     id_key=("run_id", "step"),
     partition_by="run_id",
     sort_by=("step",),
-    required=frozenset({"step"}),
     nonnegative=("step",),
 )

@@ -20,3 +20,15 @@ from storage import ReplayStore  # noqa: E402
 @pytest.fixture
 def store(tmp_path: Path) -> ReplayStore:
     return ReplayStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with the character tokenizer, built once per test session."""
+    from transformers.utils import logging as hf_logging
+
+    from tasks.models.tiny import init_tiny_model
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    return init_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)

@@ -1,0 +1,86 @@
+"""The engine interface: prompts in, sampled completions with token-level data out.
+
+Logprob semantics, the same for every engine that can provide them exactly:
+    logprobs[t] = log_softmax(logits_t / temperature)[token_t]
+with no top-k/top-p renormalization (truncation changes what is sampled, not what is recorded),
+and entropies[t] the entropy of that same tempered distribution. An engine that cannot provide
+them exactly (vLLM returns pre-temperature logprobs unless told otherwise) says so with
+`logprobs_exact=False`, and trainers recompute old logprobs for its rollouts.
+
+This package imports torch and transformers only: never storage, Prefect or polars, so the GPU
+check can run it on a machine that has nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, Union
+
+from tasks.registry import Registry
+
+ChatMessages = list[dict[str, str]]
+Prompt = Union[str, ChatMessages]  # noqa: UP007 - readable alias
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. Defaults sample from the model's own distribution (T=1, no truncation)."""
+
+    temperature: float = 1.0  # 0 means greedy (logprobs then at T=1)
+    top_p: float = 1.0  # nucleus truncation for sampling; 1 disables it
+    top_k: int = 0  # top-k truncation for sampling; 0 disables it
+    max_new_tokens: int = 64  # completion length cap; finish_reason "length" when reached
+    seed: int | None = None  # same seed, same prompts -> same completions
+    stop_token_ids: tuple[int, ...] = ()  # extra ids that end a completion (eos always does)
+    ignore_eos: bool = False  # always generate max_new_tokens (benchmarks, fixed-length tests)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0 or self.max_new_tokens < 1:
+            raise ValueError("top_k must be >= 0 and max_new_tokens >= 1")
+
+
+@dataclass
+class Completion:
+    """One sampled continuation. Token-level lists are aligned: one entry per completion token
+    (an end-of-sequence token that stopped generation is included, as the trainer trains on it)."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    entropies: list[float] | None  # None where the engine cannot compute them exactly
+    finish_reason: str  # "stop" | "length"
+    prompt_ids: list[int]
+    prompt_index: int  # which prompt of the call this continues
+    logprobs_exact: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def mean_entropy(self) -> float | None:
+        if not self.entropies:
+            return None
+        return sum(self.entropies) / len(self.entropies)
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
+        """n completions per prompt, grouped by prompt: [p0 s0, p0 s1, ..., p1 s0, ...]."""
+        ...
+
+
+EngineFactory = Callable[..., Engine]
+ENGINES: Registry[EngineFactory] = Registry("engine")
+register_engine = ENGINES.register
+
+
+def make_engine(name: str, **kwargs: object) -> Engine:
+    """An engine by name; an unknown name fails listing the valid ones."""
+    import tasks.engines  # noqa: F401 - registers the built-in engines
+
+    return ENGINES.get(name)(**kwargs)

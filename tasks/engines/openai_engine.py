@@ -1,0 +1,125 @@
+"""OpenAI-compatible HTTP engine: teacher and judge models behind vLLM serve, or any such server.
+
+One request per prompt (with `n` samples), at most `max_concurrency` in flight; connection
+errors, timeouts, 429 and 5xx are retried with exponential backoff; other 4xx fail at once with
+the server's message. Token ids come back only from servers that send them (vLLM with
+`return_tokens_as_token_ids`); logprobs are the server's, so `logprobs_exact=False`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+def _token_id(token: str) -> int | None:
+    return int(token.split(":", 1)[1]) if token.startswith("token_id:") else None
+
+
+def parse_choice(choice: dict[str, Any], prompt_index: int, chat: bool) -> Completion:
+    """A completions or chat-completions choice -> Completion (token ids where the server sent them)."""
+    lp = choice.get("logprobs") or {}
+    if chat:
+        text = (choice.get("message") or {}).get("content") or ""
+        entries = lp.get("content") or []
+        tokens = [e.get("token", "") for e in entries]
+        logprobs = [float(e.get("logprob", 0.0)) for e in entries]
+    else:
+        text = choice.get("text") or ""
+        tokens = lp.get("tokens") or []
+        logprobs = [float(x) if x is not None else 0.0 for x in lp.get("token_logprobs") or []]
+    ids = [_token_id(t) for t in tokens]
+    token_ids = [i for i in ids if i is not None] if ids and all(i is not None for i in ids) else []
+    return Completion(
+        text=text,
+        token_ids=token_ids,
+        logprobs=logprobs if token_ids else [],
+        entropies=None,
+        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        prompt_ids=[],
+        prompt_index=prompt_index,
+        logprobs_exact=False,
+        extra={"server_logprobs": logprobs},
+    )
+
+
+@register_engine("openai")
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str = "EMPTY",
+        max_concurrency: int = 8,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        import httpx  # here, not at module import: the GPU check imports engines without it
+
+        self._httpx = httpx
+        self.base_url, self.model = base_url.rstrip("/"), model
+        self.max_concurrency, self.max_retries, self.backoff_s = max_concurrency, max_retries, backoff_s
+        self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"})
+        self._jitter = random.Random(seed)
+
+    def _body(self, prompt: Prompt, n: int, sampling: SamplingParams) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self.model, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
+            "max_tokens": sampling.max_new_tokens, "return_tokens_as_token_ids": True,
+        }  # fmt: skip
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.top_k:
+            body["top_k"] = sampling.top_k
+        if isinstance(prompt, str):
+            return "/v1/completions", {**body, "prompt": prompt, "logprobs": 0}
+        return "/v1/chat/completions", {**body, "messages": prompt, "logprobs": True, "top_logprobs": 0}
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self.client.post(self.base_url + path, json=body)
+            except (self._httpx.TimeoutException, self._httpx.TransportError) as exc:
+                error: str = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                error = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code not in RETRYABLE_STATUS:
+                    raise EngineError(f"{self.base_url}{path} refused the request ({error})")
+            if attempt == self.max_retries:
+                raise EngineError(f"{self.base_url}{path} failed after {attempt + 1} attempts ({error})")
+            time.sleep(self.backoff_s * 2**attempt * (0.5 + self._jitter.random()))
+        raise AssertionError("unreachable")
+
+    def _one(self, index: int, prompt: Prompt, n: int, sampling: SamplingParams) -> list[Completion]:
+        path, body = self._body(prompt, n, sampling)
+        data = self._post(path, body)
+        choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
+        if len(choices) != n:
+            raise EngineError(f"asked for {n} samples, server returned {len(choices)}")
+        return [parse_choice(c, index, chat=path.endswith("chat/completions")) for c in choices]
+
+    def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            futures = [pool.submit(self._one, i, p, n, sampling) for i, p in enumerate(prompts)]
+            return [c for f in futures for c in f.result()]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,154 @@
+"""The default engine: batched sampling with a KV cache on any Hugging Face causal LM (CPU or GPU).
+
+A hand-written decode loop rather than `model.generate`: it needs the tempered log-probability and
+entropy of every sampled token anyway, and computing them where the token is sampled costs less
+than asking `generate` for its logits and redoing the softmax (see benchmarks/engine_bench.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+
+
+def truncate_logprobs(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask (to -inf) what top-k / top-p sampling excludes. logp: (B, V) log-probabilities.
+    Only the sampling distribution is truncated; recorded logprobs stay untruncated."""
+    if top_k and top_k < logp.shape[-1]:
+        kth = torch.topk(logp, top_k, dim=-1).values[:, -1:]
+        logp = logp.masked_fill(logp < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logp, order = torch.sort(logp, dim=-1, descending=True)
+        cumulative = sorted_logp.softmax(-1).cumsum(-1)
+        drop_sorted = cumulative - sorted_logp.softmax(-1) >= top_p  # keep the token that crosses top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logp = logp.masked_fill(drop, float("-inf"))
+    return logp
+
+
+@register_engine("transformers")
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | Path | PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        batch_size: int = 64,
+        device: str | None = None,
+    ) -> None:
+        if isinstance(model, (str, Path)):
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+            model = AutoModelForCausalLM.from_pretrained(model)
+        if tokenizer is None:
+            raise ValueError("pass the tokenizer with a model object")
+        if device is not None:
+            model = model.to(device)
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        # transformers 5 renamed `past_key_values` to `cache`; 4.x knows only the old name.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        # Only the last position's logits are needed: skip the LM head on the rest of the prompt.
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt; chat messages go through the tokenizer's chat template."""
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt)["input_ids"])
+        ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
+        encoded = [self.encode(p) for p in prompts]
+        jobs = [(i, ids) for i, ids in enumerate(encoded) for _ in range(n)]
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device)
+        generator.manual_seed(sampling.seed if sampling.seed is not None else int(torch.seed() % 2**63))
+        out: list[Completion] = []
+        for start in range(0, len(jobs), self.batch_size):
+            out += self._generate_batch(jobs[start : start + self.batch_size], sampling, generator)
+        return out
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, jobs: list[tuple[int, list[int]]], sampling: SamplingParams, generator: torch.Generator
+    ) -> list[Completion]:
+        device = next(self.model.parameters()).device
+        batch, p_len, steps = len(jobs), max(len(ids) for _, ids in jobs), sampling.max_new_tokens
+        input_ids = torch.full((batch, p_len), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, p_len), dtype=torch.long)
+        for b, (_, ids) in enumerate(jobs):
+            input_ids[b, p_len - len(ids) :] = torch.tensor(ids)
+            attention[b, p_len - len(ids) :] = 1
+        input_ids = input_ids.to(device)
+        # One mask for the whole run, sliced per step (growing it by concatenation costs a copy).
+        full_attention = torch.ones((batch, p_len + steps), dtype=torch.long, device=device)
+        full_attention[:, :p_len] = attention.to(device)
+        attention = full_attention[:, :p_len]
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        stop_ids = torch.tensor(sorted(self.eos_ids | set(sampling.stop_token_ids)), device=device)
+        cache = DynamicCache()
+        kw = {self._cache_kw: cache, **self._last_logits}
+        logits = self.model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, **kw
+        ).logits[:, -1, :]
+        tokens = torch.full((batch, steps), self.pad_id, dtype=torch.long, device=device)
+        logprobs = torch.zeros((batch, steps), device=device)
+        entropies = torch.zeros((batch, steps), device=device)
+        lengths = torch.full((batch,), steps, dtype=torch.long, device=device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        next_pos = positions[:, -1:] + 1
+        greedy = sampling.temperature == 0
+        for t in range(steps):
+            scaled = logits.float() if greedy else logits.float() / sampling.temperature
+            logp = torch.log_softmax(scaled, dim=-1)  # (B, V): the distribution we record
+            probs = logp.exp()
+            if greedy:
+                token = logp.argmax(-1)
+            elif sampling.top_k or sampling.top_p < 1.0:
+                sample_logp = truncate_logprobs(logp, sampling.top_k, sampling.top_p)
+                token = torch.multinomial(sample_logp.exp(), 1, generator=generator).squeeze(-1)
+            else:
+                token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            token = token.masked_fill(finished, self.pad_id)
+            tokens[:, t] = token
+            logprobs[:, t] = logp.gather(-1, token[:, None]).squeeze(-1)
+            entropies[:, t] = torch.special.entr(probs).sum(-1)
+            stopped = ~finished & torch.isin(token, stop_ids) if not sampling.ignore_eos else torch.zeros_like(finished)
+            lengths = torch.where(stopped, torch.full_like(lengths, t + 1), lengths)
+            finished |= stopped
+            if finished.all() or t == steps - 1:
+                break
+            logits = self.model(
+                input_ids=token[:, None], attention_mask=full_attention[:, : p_len + t + 1], position_ids=next_pos,
+                use_cache=True, **kw,
+            ).logits[:, -1, :]  # fmt: skip
+            next_pos = next_pos + 1
+        return self._completions(jobs, tokens.cpu(), logprobs.cpu(), entropies.cpu(), lengths.cpu(), finished.cpu())
+
+    def _completions(self, jobs, tokens, logprobs, entropies, lengths, finished) -> list[Completion]:
+        out = []
+        for b, (prompt_index, prompt_ids) in enumerate(jobs):
+            n = int(lengths[b])
+            ids = tokens[b, :n].tolist()
+            stopped = bool(finished[b])
+            text_ids = ids[:-1] if stopped else ids  # the stop token is trained on, not shown
+            out.append(Completion(
+                text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                token_ids=ids,
+                logprobs=logprobs[b, :n].tolist(),
+                entropies=entropies[b, :n].tolist(),
+                finish_reason="stop" if stopped else "length",
+                prompt_ids=prompt_ids,
+                prompt_index=prompt_index,
+            ))  # fmt: skip
+        return out

@@ -1,0 +1,1 @@
+"""Data recipes: one file each, pure functions from a config to rows."""

@@ -1,0 +1,51 @@
+"""A weighted sum of reward functions that keeps every component (stored per rollout)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.rewards.registry import RewardFn, get_reward
+
+
+@dataclass
+class RewardResult:
+    totals: list[float | None]  # weighted sum; None if any weighted component is None
+    components: dict[str, list[float | None]] = field(default_factory=dict)
+
+
+class CompositeReward:
+    """total = Σ weight_i · reward_i. Components are names from the registry or (name, callable)
+    pairs, so TRL reward functions can be mixed in unchanged."""
+
+    def __init__(self, weights: Mapping[str, float], functions: Mapping[str, RewardFn] | None = None) -> None:
+        if not weights:
+            raise ValueError("a composite reward needs at least one component")
+        self.weights = dict(weights)
+        given = dict(functions or {})
+        self.functions = {name: given.get(name) or get_reward(name) for name in self.weights}
+
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Sequence[int]] | None = None,
+        **columns: Any,
+    ) -> RewardResult:
+        result = RewardResult(totals=[0.0] * len(completions))
+        for name, fn in self.functions.items():
+            scores = list(
+                fn(prompts=list(prompts), completions=list(completions), completion_ids=completion_ids, **columns)
+            )
+            if len(scores) != len(completions):
+                raise ValueError(f"reward {name!r} returned {len(scores)} scores for {len(completions)} completions")
+            scores = [None if s is None or not math.isfinite(s) else float(s) for s in scores]
+            result.components[name] = scores
+            weight = self.weights[name]
+            result.totals = [
+                None if t is None or (s is None and weight != 0) else t + weight * (s or 0.0)
+                for t, s in zip(result.totals, scores, strict=True)
+            ]
+        return result

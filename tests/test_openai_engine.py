@@ -1,0 +1,58 @@
+"""The OpenAI-compatible engine against a fake server on 127.0.0.1 (stopped after each test)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.engines import SamplingParams, make_engine
+from tasks.engines.openai_engine import EngineError
+from tests.procs.fake_openai import FakeOpenAI
+
+FAST = {"backoff_s": 0.01, "timeout_s": 5.0}
+
+
+def test_text_and_chat_prompts_parse() -> None:
+    with FakeOpenAI() as server:
+        engine = make_engine("openai", base_url=server.url, model="m", **FAST)
+        out = engine.generate(["ab", [{"role": "user", "content": "cd"}]], 2, SamplingParams(max_new_tokens=8, seed=1))
+        assert [c.text for c in out] == ["ab->0", "ab->1", "cd->0", "cd->1"]
+        assert out[0].token_ids == [ord(c) for c in "ab->0"] and len(out[0].logprobs) == 5
+        assert [c.finish_reason for c in out] == ["length", "length", "stop", "stop"]
+        assert not out[0].logprobs_exact and out[0].entropies is None
+        first = server.requests[0]
+        assert first["n"] == 2 and first["max_tokens"] == 8 and first["seed"] == 1 and first["logprobs"] == 0
+
+
+def test_retries_server_errors_then_succeeds() -> None:
+    with FakeOpenAI(fail_first=2, fail_status=503) as server:
+        engine = make_engine("openai", base_url=server.url, model="m", max_retries=3, **FAST)
+        assert engine.generate(["x"], 1, SamplingParams())[0].text == "x->0"
+        assert len(server.requests) == 3
+
+
+def test_gives_up_after_max_retries_and_fails_fast_on_4xx() -> None:
+    with FakeOpenAI(fail_first=100, fail_status=500) as server:
+        engine = make_engine("openai", base_url=server.url, model="m", max_retries=2, **FAST)
+        with pytest.raises(EngineError, match="after 3 attempts"):
+            engine.generate(["x"], 1, SamplingParams())
+    with FakeOpenAI(fail_first=100, fail_status=400) as server:
+        engine = make_engine("openai", base_url=server.url, model="m", max_retries=5, **FAST)
+        with pytest.raises(EngineError, match="HTTP 400"):
+            engine.generate(["x"], 1, SamplingParams())
+        assert len(server.requests) == 1
+
+
+def test_timeouts_are_retried() -> None:
+    with FakeOpenAI(delay_s=0.5) as server:
+        engine = make_engine("openai", base_url=server.url, model="m", max_retries=1, backoff_s=0.01, timeout_s=0.1)
+        with pytest.raises(EngineError, match="Timeout"):
+            engine.generate(["x"], 1, SamplingParams())
+        assert len(server.requests) == 2
+
+
+def test_concurrency_limit_is_respected() -> None:
+    with FakeOpenAI(delay_s=0.05) as server:
+        engine = make_engine("openai", base_url=server.url, model="m", max_concurrency=3, **FAST)
+        out = engine.generate([f"p{i}" for i in range(12)], 1, SamplingParams())
+        assert [c.prompt_index for c in out] == list(range(12))
+        assert server.max_in_flight == 3
