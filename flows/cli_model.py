@@ -73,8 +73,8 @@ def generate(
                 f"mean logprob {mean_lp:.3f}, mean entropy {c.mean_entropy or 0:.3f})"
             )
     if store:
-        from flows.rollout_rows import rollout_rows
         from storage import ReplayStore
+        from tasks.rollout_rows import rollout_rows
 
         rows = rollout_rows(completions, prompt, run_id=run_id, policy_version=0, rewards=None, source="generate")
         result = ReplayStore(root).write("rollouts", rows, run_id=run_id, producer="cli:generate")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from schemas import get_table
 from schemas.validate import partition_problem
 from storage.layout import partition_dir_name
-from storage.reader import StoreReader
+from storage.reader import StoreReader, read_parquet_sql
 
 
 def _run_partition(run_id: str) -> str:
@@ -77,3 +78,20 @@ def nonzero_std_groups(
         "ORDER BY group_id, sample_idx, id"
     )
     return reader.query(sql, params)
+
+
+def batch_rows(reader: StoreReader, files: list, *, nonzero_std: bool = False) -> pa.Table:
+    """The rows of explicit rollout files (a step's own batch: no listing of the run's history),
+    ordered by (problem_id, stage, group_id, sample_idx) — an order that does not depend on the
+    run id — and with `nonzero_std`, only groups whose rewards differ."""
+    if not files:
+        return reader.query("SELECT * FROM _empty_rollouts")
+    source = read_parquet_sql(get_table("rollouts"), files)
+    keep = (
+        "WHERE group_id IN (SELECT group_id FROM b GROUP BY group_id "
+        "HAVING max(coalesce(reward, 0)) > min(coalesce(reward, 0)))"
+        if nonzero_std
+        else ""
+    )
+    order = "problem_id, stage, group_id, sample_idx"
+    return reader.query(f"WITH b AS (SELECT * FROM {source}) SELECT * FROM b {keep} ORDER BY {order}")

@@ -51,13 +51,22 @@ class CommitResult:
     duplicates: int = 0  # rows already in the store (or repeated within the batch)
     rejected: int = 0  # rows quarantined in `rejected`
     files: list[Path] = field(default_factory=list)  # files this commit published
+    existing: list[Path] = field(default_factory=list)  # files already holding identical batches
+    folded: int = 0  # duplicate rows whose file compaction absorbed (read them with SQL)
     rejections: list[Rejection] = field(default_factory=list)
+
+    @property
+    def batch_files(self) -> list[Path]:
+        """Every file holding this batch's committed rows: new ones and identical earlier ones."""
+        return self.files + self.existing
 
     def add(self, other: CommitResult) -> None:
         self.committed += other.committed
         self.duplicates += other.duplicates
         self.rejected += other.rejected
         self.files += other.files
+        self.existing += other.existing
+        self.folded += other.folded
         self.rejections += other.rejections
 
 
@@ -101,7 +110,10 @@ class ReplayStore:
             validate_table(spec, data, **kwargs) if isinstance(data, pa.Table) else validate_rows(spec, data, **kwargs)
         )
         committed = commit_rows(self.root, spec, checked.good, self.config.write)
-        result = CommitResult(table, committed.rows, committed.duplicates, files=committed.files)
+        result = CommitResult(
+            table, committed.rows, committed.duplicates, files=committed.files, existing=committed.existing,
+            folded=committed.folded,
+        )  # fmt: skip
         return self._quarantine(table, result, list(rejections) + checked.rejected, overrides, now)
 
     def write_many(

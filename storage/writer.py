@@ -39,6 +39,8 @@ class Committed:
     rows: int = 0
     duplicates: int = 0
     files: list[Path] = field(default_factory=list)
+    existing: list[Path] = field(default_factory=list)  # files that already held an identical batch
+    folded: int = 0  # duplicate rows whose earlier file was compacted away (readable via SQL)
 
 
 def parquet_kwargs(spec: TableSpec, options: WriteOptions) -> dict:
@@ -109,6 +111,10 @@ def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOpti
         manifest = manifest or load_manifest(table_dir)
         if final.exists() or manifest.is_folded(pdir_name, name):
             result.duplicates += part.num_rows
+            if final.exists():
+                result.existing.append(final)
+            else:
+                result.folded += part.num_rows
             continue
         pdir.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(pdir)
@@ -122,4 +128,5 @@ def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOpti
             result.files.append(final)
         else:
             result.duplicates += part.num_rows
+            result.existing.append(final)
     return result

@@ -32,3 +32,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     return init_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sft_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model after a short SFT on arith: it solves some problems, so rewards vary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.recipes.arith import ArithConfig, generate
+    from trainers.config import SFTConfig
+    from trainers.sft import run_sft
+
+    _, samples = generate(ArithConfig(n=1500, max_digits=2, seed=1))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    run_sft(SFTConfig(steps=200, batch_size=32, seed=0), model=model, tokenizer=tokenizer, samples=samples)
+    out = tmp_path_factory.mktemp("models") / "sft"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

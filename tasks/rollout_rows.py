@@ -1,4 +1,5 @@
-"""Completions -> `rollouts` rows (ids, group ids and token data as the store expects)."""
+"""Completions -> `rollouts` rows, with ids computed here so rows can reference each other
+(an iGRPO refinement names its draft) before they are committed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from typing import Any
 from schemas import row_id
 from tasks.engines.base import Completion, Prompt
 from tasks.engines.fake import prompt_text
+
+
+def group_key(run_id: str, policy_version: int, problem_id: str, stage: str, salt: str = "") -> str:
+    """A group: the samples of one prompt, at one policy version, stage and generation round."""
+    return row_id("groups", (run_id, policy_version, problem_id, stage, salt))[:16]
 
 
 def rollout_rows(
@@ -20,20 +26,26 @@ def rollout_rows(
     source: str,
     problem_ids: Sequence[str] | None = None,
     stage: str = "single",
+    salt: str = "",
+    parent_ids: Sequence[str | None] | None = None,
+    advantages: Sequence[float | None] | None = None,
 ) -> list[dict]:
-    """One row per completion. A group is the samples of one prompt at one policy version;
-    `rewards` is a RewardResult (totals + components) or None for unscored rollouts."""
+    """One row per completion. `rewards` is a RewardResult (totals + components) or None for
+    unscored rollouts; `parent_ids` and `advantages` are per prompt and per completion."""
     rows, sample_idx = [], {}
     for k, c in enumerate(completions):
         text = prompt_text(prompts[c.prompt_index])
         problem_id = problem_ids[c.prompt_index] if problem_ids else row_id("problems", (text, "", "exact", source))
-        group_id = row_id("groups", (run_id, policy_version, problem_id, stage))[:16]
+        group_id = group_key(run_id, policy_version, problem_id, stage, salt)
         idx = sample_idx[group_id] = sample_idx.get(group_id, -1) + 1
         row = {
+            "id": row_id("rollouts", (run_id, policy_version, problem_id, stage, group_id, idx)),
             "run_id": run_id, "problem_id": problem_id, "group_id": group_id, "sample_idx": idx, "stage": stage,
+            "parent_rollout_id": parent_ids[c.prompt_index] if parent_ids else None,
             "policy_version": policy_version, "prompt": text, "completion": c.text, "prompt_ids": c.prompt_ids,
             "completion_ids": c.token_ids, "logprobs": c.logprobs, "entropy": c.mean_entropy,
             "finish_reason": c.finish_reason, "reward": None, "rewards": None,
+            "advantage": advantages[k] if advantages is not None else None,
         }  # fmt: skip
         if rewards is not None:
             row["reward"] = rewards.totals[k]

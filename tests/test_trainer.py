@@ -1,0 +1,126 @@
+"""The RL trainer through the store: learning direction, zero-variance steps, dynamic sampling, iGRPO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.engines import make_engine
+from tests.trainer_helpers import arith_store, make_trainer
+from trainers.igrpo import select_draft
+from trainers.logprobs import completion_logprobs
+
+
+@pytest.mark.parametrize("algo", ["grpo", "dr_grpo", "dapo", "gspo"])
+def test_update_raises_positive_and_lowers_negative_advantage_completions(
+    algo: str, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    store = arith_store(tmp_path / "s")
+    trainer = make_trainer(tiny_model_dir, store, tmp_path, algo=algo, lr=1e-3, num_iterations=2, mini_batches=2)
+    metrics: dict[str, float] = {}
+    batch = trainer.collect_batch(0, metrics)
+    assert batch.num_rows == 4 * 6 and metrics["frac_zero_std_groups"] == 0.0
+    trainer.update(batch, 0, metrics)
+    with torch.no_grad():
+        prompts, completions = batch.column("prompt_ids").to_pylist(), batch.column("completion_ids").to_pylist()
+        new = completion_logprobs(trainer.model, prompts, completions, pad_id=trainer.pad_id)
+    changes = {+1: [], -1: []}
+    for b, (old, adv) in enumerate(
+        zip(batch.column("logprobs").to_pylist(), batch.column("advantage").to_pylist(), strict=True)
+    ):
+        if adv:
+            changes[1 if adv > 0 else -1].append((new.logprobs[b, : len(old)].sum() - sum(old)).item())
+    assert changes[1] and changes[-1]
+    assert all(d > 0 for d in changes[1]), "every positive-advantage completion became more likely"
+    assert all(d < 0 for d in changes[-1]), "every negative-advantage completion became less likely"
+    assert metrics["clip_ratio_low"] > 0 and metrics["clip_ratio_high"] > 0, "μ=2 moved ratios past the clip range"
+
+
+def test_all_zero_variance_batch_is_a_normal_step(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A random model never solves arith: exact reward 0 everywhere, zero advantage, no change."""
+    store = arith_store(tmp_path / "s")
+    trainer = make_trainer(tiny_model_dir, store, tmp_path, scripted=False, lr=1e-2)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    metrics = trainer.train_step()
+    assert metrics["frac_zero_std_groups"] == 1.0 and metrics["loss"] == 0.0 and metrics["grad_norm"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    rows = store.query("SELECT step, loss FROM train_metrics").to_pylist()
+    assert rows == [{"step": 1, "loss": 0.0}]
+
+
+def solved_only_when_even(prompt: str, i: int) -> str:
+    """Fake policy: problems whose first operand is even are solved by half the samples; the rest
+    are never solved (zero-variance groups)."""
+    question = prompt.split("\n")[-1]
+    a, b = (int(x) for x in question.rstrip("=").split("+"))
+    return f"#{a + b}" if a % 2 == 0 and i % 2 == 0 else "#0"
+
+
+def test_dynamic_sampling_drops_zero_variance_groups_and_refills(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = arith_store(tmp_path / "s")
+    engine = make_engine("fake", script=solved_only_when_even)
+    trainer = make_trainer(tiny_model_dir, store, tmp_path, scripted=False, algo="dapo", max_refill_rounds=3)
+    trainer.engine = engine
+    metrics = trainer.train_step()
+    batch_groups = store.query(
+        "SELECT group_id, min(reward) AS lo, max(reward) AS hi FROM rollouts GROUP BY group_id"
+    ).to_pylist()
+    mixed = [g for g in batch_groups if g["hi"] > g["lo"]]
+    assert metrics["dynamic_sampling/groups_dropped"] == len(batch_groups) - metrics["batch_rows"] / 6
+    assert metrics["dynamic_sampling/groups_dropped"] > 0 and metrics["dynamic_sampling/refill_rounds"] >= 1
+    assert metrics["batch_rows"] == 6 * min(4, len(mixed)), "only groups with reward variance are trained on"
+    assert metrics["generation_calls"] == 1 + metrics["dynamic_sampling/refill_rounds"]
+    assert metrics["sequences_generated"] == 4 * 6 * metrics["generation_calls"]
+
+
+def test_dynamic_sampling_refills_are_capped(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = arith_store(tmp_path / "s")
+    trainer = make_trainer(tiny_model_dir, store, tmp_path, scripted=False, algo="dapo", max_refill_rounds=2)
+    trainer.engine = make_engine("fake", script=lambda prompt, i: "#0")
+    metrics = trainer.train_step()
+    assert metrics["dynamic_sampling/refill_rounds"] == 2 and metrics["generation_calls"] == 3
+    assert metrics["batch_rows"] == 0 and metrics["loss"] == 0.0
+    assert metrics["dynamic_sampling/groups_dropped"] == 3 * 4
+
+
+def test_select_draft_rules() -> None:
+    import random
+
+    rng = random.Random(0)
+    assert select_draft([0.0, 1.0, 0.5], "best", rng) == 1
+    assert select_draft([0.0, 1.0, 0.5], "worst", rng) == 0
+    ties = {select_draft([1.0, 1.0, 0.0, 1.0], "best", random.Random(s)) for s in range(30)}
+    assert ties == {0, 1, 3}, "ties are broken at random, among the tied only"
+
+
+def igrpo_script(prompt: str, i: int) -> str:
+    question = prompt.split("\n")[-1]
+    a, b = (int(x) for x in question.rstrip("=").split("+"))
+    if "\n" not in prompt:  # stage 1: only draft 1 is right
+        return f"#{a + b}" if i == 1 else f"#{i}"
+    return f"#{a + b}" if i % 2 == 0 else "#1"  # stage 2: half the refinements are right
+
+
+def test_igrpo_drafts_refinements_masks_and_budget(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = arith_store(tmp_path / "s")
+    trainer = make_trainer(tiny_model_dir, store, tmp_path, scripted=False, algo="igrpo", group_size=8, igrpo_drafts=3)
+    trainer.engine = make_engine("fake", script=igrpo_script)
+    metrics = trainer.train_step()
+    drafts = store.query("SELECT * FROM rollouts WHERE stage = 'draft'").to_pylist()
+    refines = store.query("SELECT * FROM rollouts WHERE stage = 'refine'").to_pylist()
+    assert len(drafts) == 4 * 3 and len(refines) == 4 * 5
+    assert all(d["advantage"] is None for d in drafts), "no gradient on drafts"
+    by_id = {d["id"]: d for d in drafts}
+    for r in refines:
+        draft = by_id[r["parent_rollout_id"]]
+        assert draft["problem_id"] == r["problem_id"] and draft["sample_idx"] == 1, "the best draft was selected"
+        assert r["prompt"] == f"{draft['prompt']}{draft['completion']}\n{draft['prompt']}"
+        assert draft["completion"] not in r["completion"] or draft["completion"] == r["completion"]
+    assert metrics["sequences_generated"] == 4 * 8, "matched rollout budget: N + G = group_size"
+    assert metrics["batch_rows"] == 4 * 5, "only refinements are trained on"
+    assert metrics["igrpo/selected_draft_reward_mean"] == 1.0 and metrics["igrpo/draft_reward_mean"] == pytest.approx(
+        1 / 3
+    )
+    assert metrics["igrpo/refine_minus_draft"] == pytest.approx(3 / 5 - 1 / 3)

@@ -1,0 +1,36 @@
+"""Shared set-up for trainer tests: a store with arith problems, a tiny model, a scripted reward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from storage import ReplayStore
+from tasks.recipes.arith import ArithConfig, generate
+from tasks.rewards import CompositeReward
+from trainers.config import TrainConfig
+from trainers.rl import RLTrainer
+
+
+def digit_share(completions, **kwargs):
+    """A TRL-style reward that varies within every group of a random model: share of digits."""
+    return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]
+
+
+def arith_store(root: Path, n: int = 200) -> ReplayStore:
+    store = ReplayStore(root)
+    problems, samples = generate(ArithConfig(n=n, max_digits=2, seed=0))
+    store.write("problems", problems)
+    store.write("sft_samples", samples)
+    return store
+
+
+def make_trainer(model_dir: Path, store: ReplayStore, tmp: Path, *, scripted: bool = True, **overrides) -> RLTrainer:
+    settings = {"prompts_per_step": 4, "group_size": 6, "max_completion_length": 8, "weight_decay": 0.0, "seed": 0}
+    config = TrainConfig(**{**settings, **overrides})
+    reward = CompositeReward({"digits": 1.0}, functions={"digits": digit_share}) if scripted else None
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    return RLTrainer(
+        config, model=model, tokenizer=tokenizer, store=store, run_id="t", output_dir=tmp / "ckpt", reward=reward
+    )

@@ -1,0 +1,363 @@
+"""The RL trainer: every step goes through the replay store.
+
+    pick problems -> generate groups -> rewards, group advantages -> COMMIT rollouts
+    -> READ the batch back from the files just committed -> update the policy -> metrics row
+
+Departures from the GRPO paper, on purpose:
+- β = 0 by default (no reference model), as DAPO and Dr. GRPO argue; `beta` turns the k3 KL on.
+- Advantages are computed per group before the commit and stored on each rollout, so the store
+  holds exactly what was trained on; the update reads them back from the store.
+- Old logprobs are the engine's sampling logprobs (same semantics, checked to 1e-4); engines
+  that cannot provide them exactly (vLLM, fakes) get them recomputed before the first update.
+- A batch in which every group has zero reward variance is a normal step: loss 0, counted.
+Each step's randomness derives from (seed, step, stage), so a resumed run repeats the steps it
+missed exactly; this module imports no storage or Prefect (the store is passed in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from tasks.engines.base import Completion, Engine, SamplingParams
+from tasks.engines.transformers_engine import TransformersEngine
+from tasks.rewards import CompositeReward
+from tasks.rollout_rows import rollout_rows
+from trainers.algos import ADVANTAGES, CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
+from trainers.checkpoint import CheckpointMeta, load_meta, load_states, save_checkpoint
+from trainers.config import TrainConfig
+from trainers.logprobs import completion_logprobs
+
+if TYPE_CHECKING:
+    from storage import ReplayStore
+
+
+def derive_seed(seed: int, step: int, stage: str) -> int:
+    """A 63-bit seed for (seed, step, stage): independent of how many steps ran before."""
+    digest = hashlib.blake2b(f"{seed}/{step}/{stage}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    total = max(1, config.steps * config.num_iterations * config.mini_batches)
+
+    def factor(i: int) -> float:
+        if i < config.warmup_steps:
+            return (i + 1) / config.warmup_steps
+        progress = (i - config.warmup_steps) / max(1, total - config.warmup_steps)
+        if config.lr_schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if config.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+def pad(rows: list[list[float]], width: int) -> torch.Tensor:
+    out = torch.zeros((len(rows), max(1, width)))
+    for b, row in enumerate(rows):
+        out[b, : len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out
+
+
+class RLTrainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        model: Any,
+        tokenizer: Any,
+        store: ReplayStore,
+        run_id: str,
+        output_dir: Path,
+        engine: Engine | None = None,
+        reward: CompositeReward | None = None,
+    ) -> None:
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self.config, self.model, self.tokenizer, self.store = config, model, tokenizer, store
+        self.run_id, self.output_dir = run_id, Path(output_dir)
+        self.engine = engine or TransformersEngine(model, tokenizer, batch_size=256)
+        self.exact_old_logprobs = isinstance(self.engine, TransformersEngine) and self.engine.model is model
+        self.reward = reward or CompositeReward(config.reward_weights())
+        self.loss_fn = POLICY_LOSSES.get(config.loss_name)
+        self.advantage_fn = ADVANTAGES.get(config.advantage_name)
+        default = CLIP_DEFAULTS[config.loss_name]
+        self.clip = ClipRange(
+            config.clip_low if config.clip_low >= 0 else default.low,
+            config.clip_high if config.clip_high >= 0 else default.high,
+        )
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.ref_model = None
+        if config.beta > 0:  # β = 0 loads no reference model at all
+            import copy
+
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run
+        self.problems = self._load_problems()
+        self.step = 0  # optimizer steps completed (= policy_version of the current weights)
+        self.generation_calls = 0
+        self.parent_checkpoint: str | None = None
+        self.consumed_files: list[str] = []
+        self.tb = None
+
+    # ------------------------------------------------------------------ data
+    def _load_problems(self) -> list[dict]:
+        where = "split = $split" + (" AND source = $source" if self.config.source else "")
+        params = {"split": self.config.split, **({"source": self.config.source} if self.config.source else {})}
+        rows = self.reader.query(f"SELECT id, prompt, answer FROM problems WHERE {where} ORDER BY id", params)
+        problems = rows.to_pylist()
+        if not problems:
+            raise ValueError(f"no problems in the store for split={self.config.split!r} source={self.config.source!r}")
+        return problems
+
+    def pick_problems(self, step: int, stage: str, count: int) -> list[dict]:
+        rng = random.Random(derive_seed(self.config.seed, step, stage))
+        if count <= len(self.problems):
+            return rng.sample(self.problems, count)
+        return [rng.choice(self.problems) for _ in range(count)]
+
+    def sampling(self, step: int, stage: str) -> SamplingParams:
+        c = self.config
+        return SamplingParams(
+            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_new_tokens=c.max_completion_length,
+            seed=derive_seed(c.seed, step, stage),
+        )  # fmt: skip
+
+    def generate(self, prompts: list[str], n: int, step: int, stage: str) -> list[Completion]:
+        self.generation_calls += 1
+        return self.engine.generate(prompts, n, self.sampling(step, stage))
+
+    def score(self, completions: list[Completion], prompts: list[str], answers: list[str]) -> Any:
+        return self.reward(
+            [prompts[c.prompt_index] for c in completions], [c.text for c in completions],
+            completion_ids=[c.token_ids for c in completions], answer=[answers[c.prompt_index] for c in completions],
+            max_completion_length=self.config.max_completion_length,
+        )  # fmt: skip
+
+    def group_advantages(self, completions: list[Completion], totals: list[float | None]) -> list[float]:
+        rewards = torch.tensor([t if t is not None else 0.0 for t in totals], dtype=torch.float64)
+        groups = torch.tensor([c.prompt_index for c in completions], dtype=torch.long)
+        adv = self.advantage_fn(rewards, groups, scale_by_batch_std=self.config.scale_adv_by_batch_std)
+        return adv.tolist()
+
+    def commit_groups(self, problems: list[dict], n: int, step: int, stage: str, *, salt: str, **extra: Any) -> Any:
+        """Generate n completions per problem, score, compute group advantages, commit them.
+        Returns (commit result, completions, reward result, rows in completion order)."""
+        prompts = extra.pop("prompts", None) or [p["prompt"] for p in problems]
+        completions = self.generate(prompts, n, step, f"{stage}/{salt}")
+        rewards = self.score(completions, prompts, [p["answer"] for p in problems])
+        advantages = self.group_advantages(completions, rewards.totals) if extra.pop("train", True) else None
+        rows = rollout_rows(
+            completions, prompts, run_id=self.run_id, policy_version=step, rewards=rewards, source="train",
+            problem_ids=[p["id"] for p in problems], stage=stage, salt=salt, advantages=advantages, **extra,
+        )  # fmt: skip
+        result = self.store.write("rollouts", rows, run_id=self.run_id, producer=f"trainer:{self.config.algo}")
+        if result.rejected:
+            raise RuntimeError(f"the trainer's own rollouts were rejected: {result.rejections[0].reason}")
+        return result, completions, rewards, rows
+
+    def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
+        """Commit this step's rollouts and read the training batch back from those files. With
+        dynamic sampling, zero-variance groups are dropped and refilled (capped rounds)."""
+        from storage.samplers import batch_rows  # the store is the data path; imported at run time
+
+        c = self.config
+        if c.algo == "igrpo":
+            from trainers.igrpo import igrpo_round
+
+            def one_round(r: int) -> list:
+                return igrpo_round(self, step, r, metrics)
+        else:
+
+            def one_round(r: int) -> list:
+                problems = self.pick_problems(step, f"pick/{r}", c.prompts_per_step)
+                result, *_ = self.commit_groups(problems, c.group_size, step, "single", salt=str(r))
+                metrics["sequences_generated"] = metrics.get("sequences_generated", 0) + len(problems) * c.group_size
+                return result.batch_files
+
+        files = one_round(0)
+        useful = batch_rows(self.reader, files, nonzero_std=True)
+        rounds = 0
+        while c.uses_dynamic_sampling and _groups(useful) < c.prompts_per_step and rounds < c.max_refill_rounds:
+            rounds += 1
+            files += one_round(rounds)
+            useful = batch_rows(self.reader, files, nonzero_std=True)
+        everything = batch_rows(self.reader, files)
+        metrics["frac_zero_std_groups"] = 1 - _groups(useful) / max(1, _groups(everything))
+        if not c.uses_dynamic_sampling:
+            return everything
+        keep = list(dict.fromkeys(useful.column("group_id").to_pylist()))[: c.prompts_per_step]
+        metrics["dynamic_sampling/groups_dropped"] = _groups(everything) - len(keep)
+        metrics["dynamic_sampling/refill_rounds"] = rounds
+        return useful.filter(pc.is_in(useful.column("group_id"), value_set=pa.array(keep, pa.string())))
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: pa.Table, step: int, metrics: dict[str, float]) -> float:
+        c = self.config
+        n = batch.num_rows
+        if n == 0:
+            metrics.update(grad_norm=0.0, clip_ratio_low=0.0, clip_ratio_high=0.0)
+            return 0.0
+        prompts = batch.column("prompt_ids").to_pylist()
+        completions = batch.column("completion_ids").to_pylist()
+        advantages = torch.tensor([a or 0.0 for a in batch.column("advantage").to_pylist()], dtype=torch.float32)
+        width = max(len(x) for x in completions)
+        old = pad(batch.column("logprobs").to_pylist(), width)
+        if not self.exact_old_logprobs:
+            old = self._forward_logprobs(self.model, prompts, completions)
+        ref = self._forward_logprobs(self.ref_model, prompts, completions) if self.ref_model is not None else None
+        rng = random.Random(derive_seed(c.seed, step, "shuffle"))
+        losses, lows, highs, norms, kls, entropies = [], [], [], [], [], []
+        self.model.train()
+        for _ in range(c.num_iterations):
+            order = list(range(n))
+            rng.shuffle(order)
+            for mb in _split(order, c.mini_batches):
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro in _split(mb, c.grad_accum):
+                    scored = completion_logprobs(
+                        self.model, [prompts[i] for i in micro], [completions[i] for i in micro],
+                        pad_id=self.pad_id, temperature=c.temperature,
+                    )  # fmt: skip
+                    t = scored.logprobs.shape[1]
+                    out = self.loss_fn(
+                        scored.logprobs, old[micro, :t], advantages[micro], scored.mask,
+                        clip=self.clip, dual_clip=c.dual_clip or None, max_len=c.max_completion_length,
+                    )  # fmt: skip
+                    loss = out.loss
+                    if ref is not None:
+                        kl = (kl_k3(scored.logprobs, ref[micro, :t]) * scored.mask).sum() / scored.mask.sum().clamp(
+                            min=1
+                        )
+                        loss = loss + c.beta * kl
+                        kls.append(kl.item())
+                    (loss * len(micro) / len(mb)).backward()
+                    losses.append(loss.item())
+                    lows.append(out.clip_low_frac)
+                    highs.append(out.clip_high_frac)
+                    entropies.append(((scored.entropies * scored.mask).sum() / scored.mask.sum().clamp(min=1)).item())
+                params = [p for p in self.model.parameters() if p.grad is not None]
+                norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
+                norms.append(float(norm))
+                self.optimizer.step()
+                self.scheduler.step()
+        self.model.eval()
+        metrics.update(
+            grad_norm=sum(norms) / len(norms), clip_ratio_low=sum(lows) / len(lows),
+            clip_ratio_high=sum(highs) / len(highs), train_entropy=sum(entropies) / len(entropies),
+        )  # fmt: skip
+        if kls:
+            metrics["kl"] = sum(kls) / len(kls)
+        return sum(losses) / len(losses)
+
+    @torch.no_grad()
+    def _forward_logprobs(self, model: Any, prompts: list, completions: list) -> torch.Tensor:
+        return completion_logprobs(
+            model, prompts, completions, pad_id=self.pad_id, temperature=self.config.temperature
+        ).logprobs
+
+    # ------------------------------------------------------------------ the loop
+    def train_step(self) -> dict[str, float]:
+        step = self.step + 1  # the step being taken; its rollouts come from policy_version self.step
+        start = time.perf_counter()
+        metrics: dict[str, float] = {}
+        gen_before = self.generation_calls
+        batch = self.collect_batch(self.step, metrics)
+        rollout_s = time.perf_counter() - start
+        loss = self.update(batch, self.step, metrics)
+        self._batch_metrics(batch, metrics)
+        metrics.update(
+            lr=self.scheduler.get_last_lr()[0], step_time=time.perf_counter() - start, rollout_time=rollout_s,
+            generation_calls=self.generation_calls - gen_before,
+        )  # fmt: skip
+        metrics["tokens_per_s"] = metrics["completion_tokens"] / max(rollout_s, 1e-9)
+        self.step = step
+        row = {"step": step, "loss": loss, "metrics": metrics}
+        self.store.write("train_metrics", [row], run_id=self.run_id, producer=f"trainer:{self.config.algo}")
+        self._maybe_compact()
+        if self.tb is not None:
+            for key, value in metrics.items():
+                self.tb.add_scalar(key, value, step)
+        return {"loss": loss, **metrics}
+
+    def _batch_metrics(self, batch: pa.Table, metrics: dict[str, float]) -> None:
+        rewards = [r for r in batch.column("reward").to_pylist() if r is not None]
+        lengths = [len(x) for x in batch.column("completion_ids").to_pylist()]
+        t = torch.tensor(rewards or [0.0], dtype=torch.float64)
+        metrics.update(
+            reward_mean=float(t.mean()), reward_std=float(t.std()) if len(rewards) > 1 else 0.0,
+            completion_length_mean=sum(lengths) / max(1, len(lengths)), completion_length_max=max(lengths, default=0),
+            completion_clipped_ratio=sum(f == "length" for f in batch.column("finish_reason").to_pylist())
+            / max(1, batch.num_rows),
+            completion_tokens=float(sum(lengths)), batch_rows=float(batch.num_rows),
+        )  # fmt: skip
+        per_fn: dict[str, list[float]] = {}
+        for m in batch.column("rewards").to_pylist():
+            for name, value in m or []:
+                per_fn.setdefault(name, []).append(value)
+        for name, values in per_fn.items():
+            metrics[f"rewards/{name}/mean"] = sum(values) / len(values)
+        entropies = [e for e in batch.column("entropy").to_pylist() if e is not None]
+        if entropies:
+            metrics["entropy"] = sum(entropies) / len(entropies)
+
+    def _maybe_compact(self) -> None:
+        partition = f"run_id={self.run_id}"
+        if self.store.delta_file_count("rollouts", partition) >= self.config.compact_files:
+            self.store.compact("rollouts")
+
+    def train(self, until_step: int) -> None:
+        if self.config.report_to == "tensorboard" and self.tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ImportError("--report-to tensorboard needs: pip install tensorboard") from exc
+            self.tb = SummaryWriter(str(self.output_dir / "tb"))
+        while self.step < until_step:
+            self.train_step()
+            if self.config.save_every and self.step % self.config.save_every == 0 and self.step < until_step:
+                self.save()
+        self.save()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        watermark = {"run_id": self.run_id, "policy_version": self.step, "table": "rollouts"}
+        meta = CheckpointMeta(self.run_id, self.step, asdict(self.config), watermark, self.parent_checkpoint)
+        path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, self.optimizer, self.scheduler)
+        self.store.write("checkpoints", [{
+            "step": self.step, "path": str(path), "watermark": json.dumps(watermark),
+            "parent_checkpoint_id": None, "promoted": False,
+        }], run_id=self.run_id, producer=f"trainer:{self.config.algo}")  # fmt: skip
+        self.parent_checkpoint = path.name
+        return path
+
+    def restore(self, path: Path) -> None:
+        """Optimizer, scheduler and RNG states of a checkpoint (weights are loaded with the model)."""
+        meta = load_meta(path)
+        load_states(path, self.optimizer, self.scheduler)
+        self.step, self.parent_checkpoint = meta.step, path.name
+
+
+def _groups(table: pa.Table) -> int:
+    return len(set(table.column("group_id").to_pylist()))
+
+
+def _split(items: list[int], parts: int) -> list[list[int]]:
+    parts = max(1, min(parts, len(items)))
+    size = math.ceil(len(items) / parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
