@@ -16,7 +16,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -90,9 +90,11 @@ class ReplayStore:
         producer: str | None = None,
         config_hash: str | None = None,
         rejections: Sequence[Rejection] = (),
+        sync: bool | None = None,
     ) -> CommitResult:
         """Validate and commit rows (dicts, an Arrow table or a polars DataFrame). Fields a row
-        lacks are filled from `run_id`/`producer`/`config_hash`, then the table's defaults."""
+        lacks are filled from `run_id`/`producer`/`config_hash`, then the table's defaults.
+        `sync` overrides the store's fsync setting for this commit (atomicity is unaffected)."""
         overrides = {
             k: v for k, v in (("run_id", run_id), ("producer", producer), ("config_hash", config_hash)) if v is not None
         }
@@ -109,7 +111,8 @@ class ReplayStore:
         checked: Validated = (
             validate_table(spec, data, **kwargs) if isinstance(data, pa.Table) else validate_rows(spec, data, **kwargs)
         )
-        committed = commit_rows(self.root, spec, checked.good, self.config.write)
+        options = self.config.write if sync is None else replace(self.config.write, sync=sync)
+        committed = commit_rows(self.root, spec, checked.good, options)
         result = CommitResult(
             table, committed.rows, committed.duplicates, files=committed.files, existing=committed.existing,
             folded=committed.folded,

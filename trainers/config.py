@@ -35,6 +35,7 @@ class TrainConfig:
     temperature: float = opt(1.0, "Sampling temperature; logprobs are recorded at this temperature.")
     top_p: float = opt(1.0, "Nucleus sampling (1 = off). Recorded logprobs stay untruncated.")
     top_k: int = opt(0, "Top-k sampling (0 = off).")
+    ignore_eos: bool = opt(False, "Always generate max_completion_length tokens (fixed-length benchmarks).")
     beta: float = opt(0.0, "k3 KL weight to the initial policy; 0 loads no reference model.")
     clip_low: float = opt(-1.0, "Lower clip ε; negative = the loss's default (dapo 0.2, gspo 3e-4).")
     clip_high: float = opt(-1.0, "Upper clip ε; negative = the loss's default (dapo 0.28, gspo 4e-4).")

@@ -8,8 +8,10 @@ position ids from the attention mask, so recomputed values match the engine's sa
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -41,6 +43,15 @@ def pack(
     return ids.to(device), attn.to(device), comp_mask.to(device), p_len
 
 
+@lru_cache(maxsize=32)
+def _forward_params(model_cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_cls.forward).parameters)
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    return "logits_to_keep" in _forward_params(type(model))
+
+
 def completion_logprobs(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
@@ -53,8 +64,13 @@ def completion_logprobs(
     device = next(model.parameters()).device
     ids, attn, mask, p_len = pack(prompts, completions, pad_id, device)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits  # (B, P+T, V)
-    logits = logits[:, p_len - 1 : -1, :].float()  # position i predicts token i+1: (B, T, V)
+    t_len = ids.shape[1] - p_len
+    if _accepts_logits_to_keep(model):  # the LM head only where completion tokens are predicted
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t_len + 1).logits
+        logits = logits[:, :-1, :].float()  # (B, T, V)
+    else:
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits  # (B, P+T, V)
+        logits = logits[:, p_len - 1 : -1, :].float()  # position i predicts token i+1: (B, T, V)
     if temperature > 0:
         logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1)

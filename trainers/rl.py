@@ -21,7 +21,8 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,11 @@ class RLTrainer:
         self.parent_checkpoint: str | None = None
         self.consumed_files: list[str] = []
         self.tb = None
+        self.timings: dict[str, float] = {}
+        self.files_since_compaction = 0
+        # Per-step commits skip fsync: they stay atomic, and a resume regenerates everything after
+        # the last checkpoint anyway, so the checkpoint (and its registry row) is the durable point.
+        self.producer = f"trainer:{config.algo}"
 
     # ------------------------------------------------------------------ data
     def _load_problems(self) -> list[dict]:
@@ -135,7 +141,7 @@ class RLTrainer:
         c = self.config
         return SamplingParams(
             temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_new_tokens=c.max_completion_length,
-            seed=derive_seed(c.seed, step, stage),
+            seed=derive_seed(c.seed, step, stage), ignore_eos=c.ignore_eos,
         )  # fmt: skip
 
     def generate(self, prompts: list[str], n: int, step: int, stage: str) -> list[Completion]:
@@ -159,17 +165,30 @@ class RLTrainer:
         """Generate n completions per problem, score, compute group advantages, commit them.
         Returns (commit result, completions, reward result, rows in completion order)."""
         prompts = extra.pop("prompts", None) or [p["prompt"] for p in problems]
-        completions = self.generate(prompts, n, step, f"{stage}/{salt}")
-        rewards = self.score(completions, prompts, [p["answer"] for p in problems])
-        advantages = self.group_advantages(completions, rewards.totals) if extra.pop("train", True) else None
-        rows = rollout_rows(
-            completions, prompts, run_id=self.run_id, policy_version=step, rewards=rewards, source="train",
-            problem_ids=[p["id"] for p in problems], stage=stage, salt=salt, advantages=advantages, **extra,
-        )  # fmt: skip
-        result = self.store.write("rollouts", rows, run_id=self.run_id, producer=f"trainer:{self.config.algo}")
+        with self.timed("generate"):
+            completions = self.generate(prompts, n, step, f"{stage}/{salt}")
+        with self.timed("reward"):
+            rewards = self.score(completions, prompts, [p["answer"] for p in problems])
+            advantages = self.group_advantages(completions, rewards.totals) if extra.pop("train", True) else None
+        with self.timed("store_write"):
+            rows = rollout_rows(
+                completions, prompts, run_id=self.run_id, policy_version=step, rewards=rewards, source="train",
+                problem_ids=[p["id"] for p in problems], stage=stage, salt=salt, advantages=advantages, **extra,
+            )  # fmt: skip
+            result = self.store.write("rollouts", _typed(rows), run_id=self.run_id, producer=self.producer, sync=False)
+            self.files_since_compaction += len(result.files)
         if result.rejected:
             raise RuntimeError(f"the trainer's own rollouts were rejected: {result.rejections[0].reason}")
         return result, completions, rewards, rows
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the block's wall time to this step's `time/<phase>` metric."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - start
 
     def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
         """Commit this step's rollouts and read the training batch back from those files. With
@@ -190,17 +209,23 @@ class RLTrainer:
                 metrics["sequences_generated"] = metrics.get("sequences_generated", 0) + len(problems) * c.group_size
                 return result.batch_files
 
+        def read(files: list, nonzero_std: bool = False) -> pa.Table:
+            with self.timed("store_read"):
+                return batch_rows(self.reader, files, nonzero_std=nonzero_std)
+
         files = one_round(0)
-        useful = batch_rows(self.reader, files, nonzero_std=True)
+        if not c.uses_dynamic_sampling:  # one read; the zero-variance share is counted in memory
+            everything = read(files)
+            metrics["frac_zero_std_groups"] = _zero_std_share(everything)
+            return everything
+        useful = read(files, nonzero_std=True)
         rounds = 0
-        while c.uses_dynamic_sampling and _groups(useful) < c.prompts_per_step and rounds < c.max_refill_rounds:
+        while _groups(useful) < c.prompts_per_step and rounds < c.max_refill_rounds:
             rounds += 1
             files += one_round(rounds)
-            useful = batch_rows(self.reader, files, nonzero_std=True)
-        everything = batch_rows(self.reader, files)
+            useful = read(files, nonzero_std=True)
+        everything = read(files)
         metrics["frac_zero_std_groups"] = 1 - _groups(useful) / max(1, _groups(everything))
-        if not c.uses_dynamic_sampling:
-            return everything
         keep = list(dict.fromkeys(useful.column("group_id").to_pylist()))[: c.prompts_per_step]
         metrics["dynamic_sampling/groups_dropped"] = _groups(everything) - len(keep)
         metrics["dynamic_sampling/refill_rounds"] = rounds
@@ -276,20 +301,24 @@ class RLTrainer:
         step = self.step + 1  # the step being taken; its rollouts come from policy_version self.step
         start = time.perf_counter()
         metrics: dict[str, float] = {}
+        self.timings = {}
         gen_before = self.generation_calls
         batch = self.collect_batch(self.step, metrics)
         rollout_s = time.perf_counter() - start
-        loss = self.update(batch, self.step, metrics)
+        with self.timed("update"):
+            loss = self.update(batch, self.step, metrics)
         self._batch_metrics(batch, metrics)
         metrics.update(
             lr=self.scheduler.get_last_lr()[0], step_time=time.perf_counter() - start, rollout_time=rollout_s,
             generation_calls=self.generation_calls - gen_before,
         )  # fmt: skip
-        metrics["tokens_per_s"] = metrics["completion_tokens"] / max(rollout_s, 1e-9)
+        metrics["tokens_per_s"] = metrics["completion_tokens"] / max(self.timings.get("generate", 0.0), 1e-9)
         self.step = step
-        row = {"step": step, "loss": loss, "metrics": metrics}
-        self.store.write("train_metrics", [row], run_id=self.run_id, producer=f"trainer:{self.config.algo}")
-        self._maybe_compact()
+        with self.timed("store_write"):
+            self._maybe_compact()
+            metrics.update({f"time/{k}": v for k, v in self.timings.items()})
+            row = {"step": step, "loss": loss, "metrics": metrics}
+            self.store.write("train_metrics", [row], run_id=self.run_id, producer=self.producer, sync=False)
         if self.tb is not None:
             for key, value in metrics.items():
                 self.tb.add_scalar(key, value, step)
@@ -317,9 +346,11 @@ class RLTrainer:
             metrics["entropy"] = sum(entropies) / len(entropies)
 
     def _maybe_compact(self) -> None:
-        partition = f"run_id={self.run_id}"
-        if self.store.delta_file_count("rollouts", partition) >= self.config.compact_files:
+        """Compact the run's rollouts every `compact_files` new files (counted here, so no step
+        lists the partition), keeping per-step read cost flat as the run grows."""
+        if self.files_since_compaction >= self.config.compact_files:
             self.store.compact("rollouts")
+            self.files_since_compaction = 0
 
     def train(self, until_step: int) -> None:
         if self.config.report_to == "tensorboard" and self.tb is None:
@@ -353,8 +384,24 @@ class RLTrainer:
         self.step, self.parent_checkpoint = meta.step, path.name
 
 
+def _typed(rows: list[dict]) -> pa.Table:
+    """Rows as an Arrow table in the rollouts schema: the store's vectorized validation path."""
+    from schemas.rollouts import ROLLOUTS
+
+    return pa.Table.from_pylist(rows, schema=pa.schema([ROLLOUTS.schema.field(k) for k in rows[0]]))
+
+
 def _groups(table: pa.Table) -> int:
     return len(set(table.column("group_id").to_pylist()))
+
+
+def _zero_std_share(table: pa.Table) -> float:
+    spans: dict[str, tuple[float, float]] = {}
+    for group, reward in zip(table.column("group_id").to_pylist(), table.column("reward").to_pylist(), strict=True):
+        r = reward or 0.0
+        lo, hi = spans.get(group, (r, r))
+        spans[group] = (min(lo, r), max(hi, r))
+    return sum(lo == hi for lo, hi in spans.values()) / max(1, len(spans))
 
 
 def _split(items: list[int], parts: int) -> list[list[int]]:

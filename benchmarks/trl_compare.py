@@ -1,0 +1,130 @@
+"""reasonloop's RL step (store in the loop) vs TRL's GRPOTrainer, same model, same work.
+
+    pip install -e '.[bench]'    # TRL is a benchmark dependency only
+    python benchmarks/trl_compare.py [--steps 500]
+
+Both sides: the tiny local Llama, 8 prompts x 4 generations x 32 new tokens (EOS suppressed on
+both sides so every completion is 32 tokens), `dapo` loss (token-mean, ε 0.2/0.28), β = 0, fp32,
+constant lr 5e-5, AdamW without weight decay, grad-norm clip 1.0, one update per generation, torch
+1 thread, logging and checkpointing off, the same `exact` reward function on arith problems.
+With β = 0 and one update per generation neither side runs an extra old-logprob forward pass.
+reasonloop also commits every rollout to the Parquet store and reads the batch back from it.
+Reported: median step time over steps 5-14 and over the last 10 steps, and reasonloop's phases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.utils import logging as hf_logging
+
+from storage import ReplayStore
+from tasks.models.tiny import init_tiny_model
+from tasks.recipes.arith import ArithConfig, generate
+from tasks.rewards import get_reward
+from trainers.config import TrainConfig
+from trainers.rl import RLTrainer
+
+PROMPTS, GENERATIONS, NEW_TOKENS, LR = 8, 4, 32, 5e-5
+PHASES = ("generate", "reward", "store_write", "store_read", "update")
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def run_trl(model_dir: Path, problems: list[dict], steps: int, out: Path) -> list[float]:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    exact = get_reward("exact")
+
+    def exact_reward(prompts, completions, answer, **kwargs):
+        return exact(prompts, completions, answer=answer)
+
+    config = GRPOConfig(
+        output_dir=str(out), use_cpu=True, bf16=False, use_vllm=False, per_device_train_batch_size=PROMPTS * GENERATIONS,
+        num_generations=GENERATIONS, max_completion_length=NEW_TOKENS, generation_kwargs={"min_new_tokens": NEW_TOKENS},
+        loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, num_iterations=1, learning_rate=LR,
+        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, temperature=1.0, top_k=0, top_p=1.0,
+        report_to="none", save_strategy="no", logging_strategy="no", gradient_checkpointing=False, max_steps=steps,
+        seed=0, disable_dropout=True, dataloader_num_workers=0,
+    )  # fmt: skip
+    timer = StepTimer()
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=exact_reward, args=config,
+        train_dataset=Dataset.from_list([{"prompt": p["prompt"], "answer": p["answer"]} for p in problems]),
+        processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[timer],
+    )  # fmt: skip
+    trainer.train()
+    return timer.times
+
+
+def run_reasonloop(model_dir: Path, root: Path, steps: int) -> tuple[list[float], list[dict]]:
+    store = ReplayStore(root)
+    config = TrainConfig(
+        algo="grpo", loss="dapo", steps=steps, prompts_per_step=PROMPTS, group_size=GENERATIONS,
+        max_completion_length=NEW_TOKENS, ignore_eos=True, lr=LR, weight_decay=0.0, max_grad_norm=1.0,
+        rewards="exact", seed=0,
+    )  # fmt: skip
+    trainer = RLTrainer(
+        config, model=AutoModelForCausalLM.from_pretrained(model_dir), tokenizer=AutoTokenizer.from_pretrained(model_dir),
+        store=store, run_id="bench", output_dir=root / "ckpt",
+    )  # fmt: skip
+    times, phases = [], []
+    for _ in range(steps):
+        start = time.perf_counter()
+        metrics = trainer.train_step()
+        times.append(time.perf_counter() - start)
+        phases.append({p: metrics.get(f"time/{p}", 0.0) for p in PHASES} | {"len": metrics["completion_length_mean"]})
+    return times, phases
+
+
+def window(values: list, last: bool) -> list:
+    return values[-10:] if last else values[5:15]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=500)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    tmp = Path(tempfile.mkdtemp())
+    model_dir = init_tiny_model(tmp / "model", seed=0)
+    problems, _ = generate(ArithConfig(n=4000, max_digits=3, seed=0))
+    store = ReplayStore(tmp / "store")
+    store.write("problems", problems)
+    ours, phases = run_reasonloop(model_dir, tmp / "store", args.steps)
+    theirs = run_trl(model_dir, problems, args.steps, tmp / "trl")
+    print(f"{PROMPTS} prompts x {GENERATIONS} generations x {NEW_TOKENS} tokens, dapo, beta 0, 1 thread, "
+          f"{args.steps} steps; completion length (ours) {phases[-1]['len']:.0f}, TRL forced to {NEW_TOKENS}")  # fmt: skip
+    for label, last in (("steps 5-14", False), (f"last 10 (to step {args.steps})", True)):
+        a, b = statistics.median(window(ours, last)), statistics.median(window(theirs, last))
+        print(f"{label:<26} reasonloop {a * 1000:7.1f} ms   TRL {b * 1000:7.1f} ms   ratio {a / b:5.2f}")
+        parts = {p: statistics.median(x[p] for x in window(phases, last)) for p in PHASES}
+        print("   reasonloop phases (ms): " + ", ".join(f"{p} {v * 1000:.1f}" for p, v in parts.items()))
+
+
+if __name__ == "__main__":
+    main()
