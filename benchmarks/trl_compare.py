@@ -62,7 +62,8 @@ def run_trl(model_dir: Path, problems: list[dict], steps: int, out: Path) -> lis
         return exact(prompts, completions, answer=answer)
 
     config = GRPOConfig(
-        output_dir=str(out), use_cpu=True, bf16=False, use_vllm=False, per_device_train_batch_size=PROMPTS * GENERATIONS,
+        output_dir=str(out), use_cpu=True, bf16=False, use_vllm=False,
+        per_device_train_batch_size=PROMPTS * GENERATIONS,
         num_generations=GENERATIONS, max_completion_length=NEW_TOKENS, generation_kwargs={"min_new_tokens": NEW_TOKENS},
         loss_type="dapo", epsilon=0.2, epsilon_high=0.28, beta=0.0, num_iterations=1, learning_rate=LR,
         lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=1.0, temperature=1.0, top_k=0, top_p=1.0,
@@ -86,10 +87,8 @@ def run_reasonloop(model_dir: Path, root: Path, steps: int) -> tuple[list[float]
         max_completion_length=NEW_TOKENS, ignore_eos=True, lr=LR, weight_decay=0.0, max_grad_norm=1.0,
         rewards="exact", seed=0,
     )  # fmt: skip
-    trainer = RLTrainer(
-        config, model=AutoModelForCausalLM.from_pretrained(model_dir), tokenizer=AutoTokenizer.from_pretrained(model_dir),
-        store=store, run_id="bench", output_dir=root / "ckpt",
-    )  # fmt: skip
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    trainer = RLTrainer(config, model=model, tokenizer=tokenizer, store=store, run_id="bench", output_dir=root / "ckpt")
     times, phases = [], []
     for _ in range(steps):
         start = time.perf_counter()
@@ -117,8 +116,10 @@ def main() -> None:
     store.write("problems", problems)
     ours, phases = run_reasonloop(model_dir, tmp / "store", args.steps)
     theirs = run_trl(model_dir, problems, args.steps, tmp / "trl")
-    print(f"{PROMPTS} prompts x {GENERATIONS} generations x {NEW_TOKENS} tokens, dapo, beta 0, 1 thread, "
-          f"{args.steps} steps; completion length (ours) {phases[-1]['len']:.0f}, TRL forced to {NEW_TOKENS}")  # fmt: skip
+    print(
+        f"{PROMPTS} prompts x {GENERATIONS} generations x {NEW_TOKENS} tokens, dapo, beta 0, 1 thread, {args.steps} "
+        f"steps; completion length (ours) {phases[-1]['len']:.0f}, TRL forced to {NEW_TOKENS}"
+    )
     for label, last in (("steps 5-14", False), (f"last 10 (to step {args.steps})", True)):
         a, b = statistics.median(window(ours, last)), statistics.median(window(theirs, last))
         print(f"{label:<26} reasonloop {a * 1000:7.1f} ms   TRL {b * 1000:7.1f} ms   ratio {a / b:5.2f}")
