@@ -10,6 +10,7 @@ from flows.cli_model import app as model_app
 from flows.cli_model import generate as generate_command
 from flows.cli_store import RootOption
 from flows.cli_store import app as store_app
+from flows.cli_synth import app as synth_app
 from flows.cli_train import sft as sft_command
 from flows.cli_train import train as train_command
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(store_app, name="store")
 app.add_typer(model_app, name="model")
+app.add_typer(synth_app, name="synth")
 app.command("generate")(generate_command)
 app.command("train")(train_command)
 app.command("sft")(sft_command)

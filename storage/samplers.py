@@ -95,3 +95,19 @@ def batch_rows(reader: StoreReader, files: list, *, nonzero_std: bool = False) -
     )
     order = "problem_id, stage, group_id, sample_idx"
     return reader.query(f"WITH b AS (SELECT * FROM {source}) SELECT * FROM b {keep} ORDER BY {order}")
+
+
+def replay_groups(
+    reader: StoreReader, run_id: str, *, low: int, high: int, groups: int, seed: int, stages: tuple[str, ...]
+) -> pa.Table:
+    """`groups` whole groups of a run with low <= policy_version <= high and a non-zero advantage
+    (groups that can still teach something), chosen uniformly for a seed."""
+    where = "policy_version BETWEEN $low AND $high AND advantage <> 0 AND list_contains($stages, stage)"
+    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id))
+    sql = (
+        f"WITH r AS ({scan}) SELECT * FROM r WHERE group_id IN "
+        "(SELECT group_id FROM (SELECT DISTINCT group_id FROM r) ORDER BY hash(group_id || $seed) LIMIT $n) "
+        "ORDER BY problem_id, stage, group_id, sample_idx"
+    )
+    params = {"low": low, "high": high, "seed": str(seed), "n": groups, "stages": list(stages)}
+    return reader.query(sql, params)

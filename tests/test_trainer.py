@@ -124,3 +124,21 @@ def test_igrpo_drafts_refinements_masks_and_budget(tiny_model_dir: Path, tmp_pat
         1 / 3
     )
     assert metrics["igrpo/refine_minus_draft"] == pytest.approx(3 / 5 - 1 / 3)
+
+
+def test_replay_stays_within_the_staleness_bound(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = arith_store(tmp_path / "s")
+    trainer = make_trainer(tiny_model_dir, store, tmp_path, lr=1e-3, replay_groups=3, max_staleness=2)
+    seen = []
+    for _ in range(5):
+        step = trainer.step
+        metrics: dict[str, float] = {}
+        batch = trainer.collect_batch(step, metrics)
+        versions = batch.column("policy_version").to_pylist()
+        assert all(step - 2 <= v <= step for v in versions), (step, sorted(set(versions)))
+        replayed = [v for v in versions if v < step]
+        assert len(replayed) == (0 if step == 0 else 3 * 6), "whole groups, as many as asked"
+        seen += [step - v for v in replayed]
+        trainer.update(batch, step, metrics)
+        trainer.step += 1
+    assert set(seen) == {1, 2}, "rows up to k = 2 steps old were replayed, never older"

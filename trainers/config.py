@@ -43,6 +43,8 @@ class TrainConfig:
     scale_adv_by_batch_std: bool = opt(False, "Divide centered rewards by the batch std instead of the group's.")
     dynamic_sampling: bool = opt(False, "DAPO dynamic sampling: drop zero-variance groups, refill (on for dapo).")
     max_refill_rounds: int = opt(3, "Cap on extra generation rounds per step for dynamic sampling.")
+    replay_groups: int = opt(0, "Also train on this many earlier groups per step (replay), IS-corrected.")
+    max_staleness: int = opt(1, "Replayed rows need policy_version >= current - k (k = this).")
     rewards: str = opt("exact", "Reward functions with weights, e.g. 'exact:1,format:0.1'.")
     source: str = opt("", "Train on problems of this source only (default: all).")
     split: str = opt("train", "Problems split to train on.")

@@ -217,7 +217,7 @@ class RLTrainer:
         if not c.uses_dynamic_sampling:  # one read; the zero-variance share is counted in memory
             everything = read(files)
             metrics["frac_zero_std_groups"] = _zero_std_share(everything)
-            return everything
+            return self._with_replay(everything, step, metrics)
         useful = read(files, nonzero_std=True)
         rounds = 0
         while _groups(useful) < c.prompts_per_step and rounds < c.max_refill_rounds:
@@ -229,7 +229,32 @@ class RLTrainer:
         keep = list(dict.fromkeys(useful.column("group_id").to_pylist()))[: c.prompts_per_step]
         metrics["dynamic_sampling/groups_dropped"] = _groups(everything) - len(keep)
         metrics["dynamic_sampling/refill_rounds"] = rounds
-        return useful.filter(pc.is_in(useful.column("group_id"), value_set=pa.array(keep, pa.string())))
+        fresh = useful.filter(pc.is_in(useful.column("group_id"), value_set=pa.array(keep, pa.string())))
+        return self._with_replay(fresh, step, metrics)
+
+    def _with_replay(self, fresh: pa.Table, step: int, metrics: dict[str, float]) -> pa.Table:
+        """Add `replay_groups` earlier groups within the staleness bound. Their stored sampling
+        logprobs are the old logprobs, so the loss's ratio is the importance weight π_θ / π_old
+        (clipped like any ratio)."""
+        c = self.config
+        if not c.replay_groups or step == 0:
+            return fresh
+        if not self.exact_old_logprobs:
+            raise ValueError("replay needs exact sampling logprobs (the transformers engine on the trained model)")
+        from storage.samplers import replay_groups
+
+        with self.timed("store_read"):
+            stages = ("refine",) if c.algo == "igrpo" else ("single",)
+            low = max(0, step - c.max_staleness)
+            old = replay_groups(
+                self.reader, self.run_id, low=low, high=step - 1, groups=c.replay_groups,
+                seed=derive_seed(c.seed, step, "replay"), stages=stages,
+            )  # fmt: skip
+        versions = old.column("policy_version").to_pylist()
+        metrics["replay/rows"] = float(len(versions))
+        metrics["replay/staleness_mean"] = step - sum(versions) / len(versions) if versions else 0.0
+        metrics["replay/staleness_max"] = float(step - min(versions)) if versions else 0.0
+        return pa.concat_tables([fresh, old.select(fresh.column_names).cast(fresh.schema)])
 
     # ------------------------------------------------------------------ update
     def update(self, batch: pa.Table, step: int, metrics: dict[str, float]) -> float:
