@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sft-steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
+    parser.add_argument("--algos", nargs="+", default=["grpo", "igrpo"], help="grpo, igrpo, igrpo+drafts")
     args = parser.parse_args()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -77,13 +79,14 @@ def main() -> None:
     sft_s = time.perf_counter() - start
     print(f"base {evaluate(base, heldout)}; after {args.sft_steps} SFT steps ({sft_s:.0f}s): {before}")
 
-    results: dict[str, list] = {"grpo": [], "igrpo": []}
+    results: dict[str, list] = {algo: [] for algo in args.algos}
     for seed in args.seeds:
-        for algo in ("grpo", "igrpo"):
-            run_id = f"{algo}-s{seed}"
+        for algo in args.algos:
+            run_id = f"{algo.replace('+', '-')}-s{seed}"
             config = TrainConfig(
-                algo=algo, steps=args.steps, prompts_per_step=8, group_size=8, igrpo_drafts=4, lr=args.lr,
-                max_completion_length=MAX_NEW, seed=seed, rewards="exact", torch_threads=0,
+                algo=algo.split("+")[0], igrpo_train_drafts=algo.endswith("+drafts"), steps=args.steps,
+                prompts_per_step=8, group_size=8, igrpo_drafts=4, lr=args.lr, max_completion_length=MAX_NEW,
+                seed=seed, rewards="exact", torch_threads=0, temperature=args.temperature,
             )  # fmt: skip
             policy, tok = AutoModelForCausalLM.from_pretrained(sft_dir), AutoTokenizer.from_pretrained(sft_dir)
             trainer = RLTrainer(
@@ -97,7 +100,7 @@ def main() -> None:
                 "SELECT sum(len(completion_ids)) AS t, count(*) AS n FROM rollouts WHERE run_id = $r", {"r": run_id}
             ).to_pylist()[0]
             extra = ""
-            if algo == "igrpo":
+            if algo.startswith("igrpo"):
                 gap = store.query(
                     "SELECT avg(metrics['igrpo/refine_minus_draft']) AS g FROM train_metrics WHERE run_id = $r",
                     {"r": run_id},

@@ -9,7 +9,7 @@ constant lr 5e-5, AdamW without weight decay, grad-norm clip 1.0, one update per
 1 thread, logging and checkpointing off, the same `exact` reward function on arith problems.
 With β = 0 and one update per generation neither side runs an extra old-logprob forward pass.
 reasonloop also commits every rollout to the Parquet store and reads the batch back from it.
-Reported: median step time over steps 5-14 and over the last 10 steps, and reasonloop's phases.
+Reported: median step time over steps 5-44 and over the last 40 steps, and reasonloop's phases.
 """
 
 from __future__ import annotations
@@ -98,8 +98,11 @@ def run_reasonloop(model_dir: Path, root: Path, steps: int) -> tuple[list[float]
     return times, phases
 
 
+WINDOW = 40  # steps per measurement window: medians over many steps resist this machine's noise
+
+
 def window(values: list, last: bool) -> list:
-    return values[-10:] if last else values[5:15]
+    return values[-WINDOW:] if last else values[5 : 5 + WINDOW]
 
 
 def main() -> None:
@@ -120,7 +123,7 @@ def main() -> None:
         f"{PROMPTS} prompts x {GENERATIONS} generations x {NEW_TOKENS} tokens, dapo, beta 0, 1 thread, {args.steps} "
         f"steps; completion length (ours) {phases[-1]['len']:.0f}, TRL forced to {NEW_TOKENS}"
     )
-    for label, last in (("steps 5-14", False), (f"last 10 (to step {args.steps})", True)):
+    for label, last in ((f"steps 5-{4 + WINDOW}", False), (f"last {WINDOW} (to step {args.steps})", True)):
         a, b = statistics.median(window(ours, last)), statistics.median(window(theirs, last))
         print(f"{label:<26} reasonloop {a * 1000:7.1f} ms   TRL {b * 1000:7.1f} ms   ratio {a / b:5.2f}")
         parts = {p: statistics.median(x[p] for x in window(phases, last)) for p in PHASES}

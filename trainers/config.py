@@ -51,6 +51,7 @@ class TrainConfig:
     igrpo_drafts: int = opt(0, "iGRPO drafts per prompt N (0 = group_size / 2); refinements = group_size - N.")
     igrpo_select: str = opt("best", "iGRPO draft selection: best | worst | random (ties: the step's RNG).")
     igrpo_template: str = opt("{question}{draft}\n{question}", "iGRPO refinement prompt; {question}, {draft}.")
+    igrpo_train_drafts: bool = opt(False, "iGRPO: also train on the drafts (group advantages), not only refinements.")
     seed: int = opt(0, "Seed; every step's RNG derives from (seed, step, stage). Resume keeps the original.")
     save_every: int = opt(0, "Also checkpoint every N steps (one is always written at the end).")
     compact_files: int = opt(64, "Compact the run's rollouts once its partition has this many files.")

@@ -7,6 +7,9 @@ broken with the step's RNG). Stage 2 samples G - N refinements from the template
 answer; only refinement tokens enter the loss (the prompt and the draft are its prompt, so they
 are masked by construction). N + (G - N) = G keeps the rollout budget equal to GRPO's; every
 generated sequence, dynamic-sampling refills included, is counted in `sequences_generated`.
+With `igrpo_train_drafts`, drafts get their own group advantages and are trained on too (single-shot
+prompts then keep a gradient: inference stays single-shot, so training only on refinement prompts
+moves the policy away from the distribution it is evaluated on).
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ def igrpo_round(trainer: RLTrainer, step: int, round_index: int, metrics: dict[s
     n_drafts, n_refine = c.drafts, c.group_size - c.drafts
     problems = trainer.pick_problems(step, f"pick/{round_index}", c.prompts_per_step)
     salt = str(round_index)
-    _, completions, rewards, rows = trainer.commit_groups(problems, n_drafts, step, "draft", salt=salt, train=False)
+    drafts, completions, rewards, rows = trainer.commit_groups(
+        problems, n_drafts, step, "draft", salt=salt, train=c.igrpo_train_drafts
+    )
     draft_ids = [row["id"] for row in rows]
     rng = random.Random(derive_seed(c.seed, step, f"select/{round_index}"))
     chosen_text, chosen_ids, chosen_rewards = [], [], []
@@ -58,4 +63,4 @@ def igrpo_round(trainer: RLTrainer, step: int, round_index: int, metrics: dict[s
     metrics["igrpo/selected_draft_reward_mean"] = sum(chosen_rewards) / len(chosen_rewards)
     metrics["igrpo/refine_minus_draft"] = sum(refine_scores) / len(refine_scores) - metrics["igrpo/draft_reward_mean"]
     metrics["sequences_generated"] = metrics.get("sequences_generated", 0) + len(problems) * c.group_size
-    return refine.batch_files
+    return refine.batch_files + (drafts.batch_files if c.igrpo_train_drafts else [])

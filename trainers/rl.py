@@ -125,7 +125,7 @@ class RLTrainer:
     def _load_problems(self) -> list[dict]:
         where = "split = $split" + (" AND source = $source" if self.config.source else "")
         params = {"split": self.config.split, **({"source": self.config.source} if self.config.source else {})}
-        rows = self.reader.query(f"SELECT id, prompt, answer FROM problems WHERE {where} ORDER BY id", params)
+        rows = self.reader.query(f"SELECT id, prompt, answer, process_labels FROM problems WHERE {where} ORDER BY id", params)
         problems = rows.to_pylist()
         if not problems:
             raise ValueError(f"no problems in the store for split={self.config.split!r} source={self.config.source!r}")
@@ -148,11 +148,13 @@ class RLTrainer:
         self.generation_calls += 1
         return self.engine.generate(prompts, n, self.sampling(step, stage))
 
-    def score(self, completions: list[Completion], prompts: list[str], answers: list[str]) -> Any:
+    def score(self, completions: list[Completion], prompts: list[str], problems: list[dict]) -> Any:
+        """Rewards with the problem's columns (answer, process labels) aligned to each completion."""
+        rows = [problems[c.prompt_index] for c in completions]
         return self.reward(
             [prompts[c.prompt_index] for c in completions], [c.text for c in completions],
-            completion_ids=[c.token_ids for c in completions], answer=[answers[c.prompt_index] for c in completions],
-            max_completion_length=self.config.max_completion_length,
+            completion_ids=[c.token_ids for c in completions], answer=[r["answer"] for r in rows],
+            process_labels=[r.get("process_labels") for r in rows], max_completion_length=self.config.max_completion_length,
         )  # fmt: skip
 
     def group_advantages(self, completions: list[Completion], totals: list[float | None]) -> list[float]:
@@ -168,7 +170,7 @@ class RLTrainer:
         with self.timed("generate"):
             completions = self.generate(prompts, n, step, f"{stage}/{salt}")
         with self.timed("reward"):
-            rewards = self.score(completions, prompts, [p["answer"] for p in problems])
+            rewards = self.score(completions, prompts, problems)
             advantages = self.group_advantages(completions, rewards.totals) if extra.pop("train", True) else None
         with self.timed("store_write"):
             rows = rollout_rows(

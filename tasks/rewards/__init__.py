@@ -1,6 +1,6 @@
 """Reward functions (a registry by name) and the composite weighted reward."""
 
-from tasks.rewards import answers, math_verify_reward, shaping  # noqa: F401 - registration
+from tasks.rewards import answers, math_verify_reward, shaping, veritime  # noqa: F401 - registration
 from tasks.rewards.composite import CompositeReward, RewardResult
 from tasks.rewards.registry import REWARDS, get_reward, register_reward
 
