@@ -50,46 +50,31 @@ def train(
     """RL on problems already in the store (GRPO, Dr. GRPO, DAPO, GSPO, iGRPO)."""
     quiet_transformers()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from storage import ReplayStore
-    from trainers.checkpoint import latest_checkpoint, load_meta
-    from trainers.rl import RLTrainer
+    from trainers.run import run_rl
 
-    store = ReplayStore(root)
-    out = output_dir or store.root / "checkpoints" / run_id
-    values = _split_config(TrainConfig, config)
-    checkpoint = latest_checkpoint(out) if resume else None
-    if resume and checkpoint is None:
-        typer.echo(f"error: --resume: no checkpoint in {out}", err=True)
-        raise typer.Exit(2)
-    if checkpoint is not None:  # the run's own config (seed included); only --steps may change
-        values = {**load_meta(checkpoint).config, "steps": values["steps"]}
-        model = str(checkpoint)
-    elif not model:
-        typer.echo("error: --model is required (or --resume)", err=True)
-        raise typer.Exit(2)
     try:
-        cfg = TrainConfig(**values)
+        cfg = TrainConfig(**_split_config(TrainConfig, config))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    policy = AutoModelForCausalLM.from_pretrained(model)
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    trainer = RLTrainer(cfg, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=out)
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(f"{cfg.algo} {run_id}", total=cfg.steps, completed=trainer.step)
-        while trainer.step < cfg.steps:
-            metrics = trainer.train_step()
-            progress.update(task, completed=trainer.step, description=f"{cfg.algo} reward {metrics['reward_mean']:.3f}")
-            if cfg.save_every and trainer.step % cfg.save_every == 0 and trainer.step < cfg.steps:
-                trainer.save()
-    path = trainer.save()
+        bar = progress.add_task(f"{cfg.algo} {run_id}", total=cfg.steps)
+
+        def on_step(step: int, metrics: dict[str, float]) -> None:
+            progress.update(bar, completed=step, description=f"{cfg.algo} reward {metrics['reward_mean']:.3f}")
+
+        try:
+            result = run_rl(ReplayStore(root), cfg, run_id=run_id, model=model, output_dir=output_dir, resume=resume,
+                            on_step=on_step)  # fmt: skip
+        except (FileNotFoundError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(
-        f"trained {run_id} to step {trainer.step} ({trainer.generation_calls} generation calls); checkpoint {path}"
+        f"trained {run_id} to step {result.steps} ({result.generation_calls} generation calls); "
+        f"checkpoint {result.checkpoint}"
     )
 
 
@@ -103,31 +88,12 @@ def sft(
 ) -> None:
     """Supervised fine-tuning on sft_samples in the store (loss-masked spans excluded)."""
     quiet_transformers()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from storage import ReplayStore
-    from trainers.sft import run_sft
+    from trainers.run import run_sft_to
 
     cfg = SFTConfig(**_split_config(SFTConfig, config))
-    store = ReplayStore(root)
-    where = "split = $split" + (" AND source = $source" if cfg.source else "")
-    params = {"split": cfg.split, **({"source": cfg.source} if cfg.source else {})}
-    samples = store.query(f"SELECT prompt, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id", params)
-    policy = AutoModelForCausalLM.from_pretrained(model)
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    history = run_sft(cfg, model=policy, tokenizer=tokenizer, samples=samples.to_pylist())
-    policy.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    store.write("checkpoints", [{"step": cfg.steps, "path": str(out.resolve())}], run_id=run_id, producer="sft")
-    store.write(
-        "train_metrics",
-        [
-            {"step": h["step"], "loss": h["loss"], "metrics": {"grad_norm": h["grad_norm"], "lr": h["lr"]}}
-            for h in history
-        ],
-        run_id=run_id,
-        producer="sft",
-    )
+    result = run_sft_to(ReplayStore(root), cfg, model=model, out=out, run_id=run_id)
     typer.echo(
-        f"sft: {cfg.steps} steps on {samples.num_rows} samples, final loss {history[-1]['loss']:.4f}; model in {out}"
+        f"sft: {cfg.steps} steps on {result.final_metrics['samples']:.0f} samples, "
+        f"final loss {result.final_metrics['loss']:.4f}; model in {out}"
     )

@@ -147,10 +147,19 @@ def test_replay_stays_within_the_staleness_bound(tiny_model_dir: Path, tmp_path:
 def test_igrpo_can_also_train_on_drafts(tiny_model_dir: Path, tmp_path: Path) -> None:
     store = arith_store(tmp_path / "s")
     trainer = make_trainer(
-        tiny_model_dir, store, tmp_path, scripted=False, algo="igrpo", group_size=8, igrpo_drafts=3, igrpo_train_drafts=True
+        tiny_model_dir,
+        store,
+        tmp_path,
+        scripted=False,
+        algo="igrpo",
+        group_size=8,
+        igrpo_drafts=3,
+        igrpo_train_drafts=True,
     )
     trainer.engine = make_engine("fake", script=igrpo_script)
     metrics = trainer.train_step()
     assert metrics["batch_rows"] == 4 * 8 and metrics["sequences_generated"] == 4 * 8
-    advantages = store.query("SELECT stage, count(advantage) AS n FROM rollouts GROUP BY stage ORDER BY stage").to_pylist()
+    advantages = store.query(
+        "SELECT stage, count(advantage) AS n FROM rollouts GROUP BY stage ORDER BY stage"
+    ).to_pylist()
     assert advantages == [{"stage": "draft", "n": 12}, {"stage": "refine", "n": 20}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import pytest
@@ -20,7 +21,7 @@ def classify(values: list[int]) -> str:
     for i in range(1, n - 1):
         if values[i] - values[i - 1] > 20 and values[i] - values[i + 1] > 20:
             return "spike"
-    diffs = [b - a for a, b in zip(values, values[1:], strict=False)]
+    diffs = [b - a for a, b in itertools.pairwise(values)]
     big = [i for i, d in enumerate(diffs) if abs(d) >= 11]
     if len(big) == 1:
         before, after = values[: big[0] + 1], values[big[0] + 1 :]
@@ -94,7 +95,9 @@ def test_rewards_on_crafted_completions() -> None:
         assert get_reward("vt_process")(["q"], [text], process_labels=[labels]) == [proc], text
     total = get_reward("veritime")(["q"], [gold], answer=["3"], process_labels=[list(labels.items())])
     assert total == [3.0 + 5.0 + 6.0 + 1.0]
-    weighted = get_reward("veritime")(["q"], [gold], answer=["3"], process_labels=[labels], veritime_weights={"answer": 0})
+    weighted = get_reward("veritime")(
+        ["q"], [gold], answer=["3"], process_labels=[labels], veritime_weights={"answer": 0}
+    )
     assert weighted == [10.0]
     assert get_reward("vt_length")(["q"], ["x" * 70], max_completion_length=64) == [-2.0]
 

@@ -125,7 +125,9 @@ class RLTrainer:
     def _load_problems(self) -> list[dict]:
         where = "split = $split" + (" AND source = $source" if self.config.source else "")
         params = {"split": self.config.split, **({"source": self.config.source} if self.config.source else {})}
-        rows = self.reader.query(f"SELECT id, prompt, answer, process_labels FROM problems WHERE {where} ORDER BY id", params)
+        rows = self.reader.query(
+            f"SELECT id, prompt, answer, process_labels FROM problems WHERE {where} ORDER BY id", params
+        )
         problems = rows.to_pylist()
         if not problems:
             raise ValueError(f"no problems in the store for split={self.config.split!r} source={self.config.source!r}")

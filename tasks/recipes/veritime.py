@@ -94,7 +94,12 @@ def _problem(task: str, s: Series, rng: random.Random) -> tuple[str, str, dict[s
     mean = round(sum(s.values) / len(s.values))
     if task == "deductive":
         if s.pattern == "spike":
-            return f"{text}|spike at?", str(s.where), {"I": "anom", "P": f"spike@{s.where}", "S": f"{s.values[s.where]}>{mean}", "A": str(s.where)}, "exact"  # noqa: E501
+            return (
+                f"{text}|spike at?",
+                str(s.where),
+                {"I": "anom", "P": f"spike@{s.where}", "S": f"{s.values[s.where]}>{mean}", "A": str(s.where)},
+                "exact",
+            )
         answer = "no"
         return f"{text}|anomaly?", answer, {"I": "anom", "P": s.pattern, "S": "no outlier", "A": answer}, "exact"
     if task == "causal":
@@ -105,10 +110,20 @@ def _problem(task: str, s: Series, rng: random.Random) -> tuple[str, str, dict[s
     if task == "quantitative":
         if rng.random() < 0.5:
             peak = max(s.values)
-            return f"{text}|max?", str(peak), {"I": "calc", "P": f"max@{s.values.index(peak)}", "S": f"max={peak}", "A": str(peak)}, "exact"  # noqa: E501
+            return (
+                f"{text}|max?",
+                str(peak),
+                {"I": "calc", "P": f"max@{s.values.index(peak)}", "S": f"max={peak}", "A": str(peak)},
+                "exact",
+            )
         threshold = mean
         count = sum(v > threshold for v in s.values)
-        return f"{text}|count>{threshold}?", str(count), {"I": "calc", "P": f">{threshold}", "S": f"n={count}", "A": str(count)}, "exact"  # noqa: E501
+        return (
+            f"{text}|count>{threshold}?",
+            str(count),
+            {"I": "calc", "P": f">{threshold}", "S": f"n={count}", "A": str(count)},
+            "exact",
+        )
     return f"{text}|pattern?", s.pattern, {"I": "cls", "P": s.pattern, "S": _segments(s), "A": s.pattern}, "exact"
 
 
