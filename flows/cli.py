@@ -38,6 +38,36 @@ def walkthrough(
     run_walkthrough(root, typer.echo, seed)
 
 
+@app.command("demo")
+def demo_command(
+    root: RootOption = None,
+    quick: Annotated[
+        bool, typer.Option(help="A short smoke run (still >= 2 real RL steps through the store).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed for data, model and sampling.")] = 0,
+) -> None:
+    """The main job: tiny model -> VeriTime data -> SFT -> RL -> evaluation -> report (Prefect flows)."""
+    from flows.cli_model import quiet_transformers
+    from flows.prefect_env import configure_prefect
+    from storage.layout import resolve_root
+
+    store_root = resolve_root(root)
+    configure_prefect(store_root)
+    quiet_transformers()
+    from flows.demo import demo
+    from flows.progress import progress_bars
+
+    with progress_bars():
+        result = demo(str(store_root), quick=quick, seed=seed)
+    for stage, e in result["evals"].items():
+        typer.echo(f"{stage:>5}: held-out accuracy {100 * e['accuracy']:.1f}% ± {100 * e['stderr']:.1f} (n={e['n']})")
+    typer.echo(f"report: {result['report']}")
+    typer.echo(
+        f'store:  {result["store"]}  (try: reasonloop store query "SELECT * FROM train_metrics" --root {result["store"]})'
+    )
+    typer.echo(f"wall time: {result['wall_s']:.0f} s")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,118 @@
+"""`reasonloop demo`: the main job, one command on a fresh machine, offline.
+
+tiny model -> VeriTime problems -> SFT warm-up -> RL (GRPO) -> evaluation -> report. GRPO, not
+iGRPO: in benchmarks/learning.py iGRPO trained on refinement prompts and lost single-shot accuracy
+(inference here is single-shot), see benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.pipelines import build_model_task, evaluate_task, synthesize
+from flows.progress import bar
+from flows.report import write_report
+from storage import ReplayStore
+from tasks.recipes.veritime import VeriTimeConfig
+from trainers.config import SFTConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    problems: int  # VeriTime problems drawn (10% held out by prompt hash)
+    sft_steps: int
+    rl_steps: int
+    eval_limit: int  # held-out problems evaluated (the same ones at every stage)
+    max_new_tokens: int = 48
+    prompts_per_step: int = 8
+    group_size: int = 8
+    lr: float = 5e-5
+    temperature: float = 0.7
+
+
+FULL = DemoSettings(problems=6000, sft_steps=400, rl_steps=120, eval_limit=512)
+QUICK = DemoSettings(problems=400, sft_steps=10, rl_steps=2, eval_limit=32, prompts_per_step=2, group_size=2)
+
+
+@task(name="sft", cache_policy=NO_CACHE)
+def demo_sft_task(root: str, model: str, out: str, config: dict, run_id: str) -> str:
+    from trainers.run import run_sft_to
+
+    advance = bar("SFT warm-up", config["steps"])
+    result = run_sft_to(
+        ReplayStore(root), SFTConfig(**config), model=model, out=Path(out), run_id=run_id,
+        on_step=lambda h: advance(h["step"], f"SFT loss {h['loss']:.3f}"),
+    )  # fmt: skip
+    return str(result.checkpoint)
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def demo_train_task(root: str, model: str, run_id: str, config: dict) -> str:
+    from trainers.run import run_rl
+
+    advance = bar("RL (GRPO via the store)", config["steps"])
+    result = run_rl(
+        ReplayStore(root), TrainConfig(**config), run_id=run_id, model=model,
+        on_step=lambda step, m: advance(step, f"RL reward {m['reward_mean']:.2f}"),
+    )  # fmt: skip
+    return str(result.checkpoint)
+
+
+@flow(name="demo")
+def demo(root: str, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Synthesize -> store -> SFT -> RL -> evaluate -> report. Returns paths and accuracies."""
+    settings = QUICK if quick else FULL
+    start = time.perf_counter()
+    store = ReplayStore(root)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    work = store.root / "demo" / stamp
+    stages = bar("demo stages", 6)
+    base = build_model_task(str(work / "base"), "tiny", seed)
+    stages(1, "demo: data")
+    vt = VeriTimeConfig(n=settings.problems, seed=seed)
+    synthesize(str(store.root), asdict(vt))
+    stages(2, "demo: evaluate base")
+
+    def evaluate(model: str) -> dict:
+        return evaluate_task(
+            str(store.root), model, "heldout", "veritime", settings.eval_limit, settings.max_new_tokens
+        )
+
+    evals = {"base": evaluate(base)}
+    stages(3, "demo: SFT")
+    sft_config = SFTConfig(steps=settings.sft_steps, batch_size=32, lr=1e-3, source="veritime", seed=seed)
+    sft_run = f"demo-sft-{stamp}"
+    sft_model = demo_sft_task(str(store.root), base, str(work / "sft"), asdict(sft_config), sft_run)
+    evals["sft"] = evaluate(sft_model)
+    stages(4, "demo: RL")
+    rl_run = f"demo-rl-{stamp}"
+    train_config = TrainConfig(
+        algo="grpo", steps=settings.rl_steps, prompts_per_step=settings.prompts_per_step, group_size=settings.group_size,
+        lr=settings.lr, temperature=settings.temperature, max_completion_length=settings.max_new_tokens,
+        rewards="veritime", source="veritime", seed=seed,
+    )  # fmt: skip
+    checkpoint = demo_train_task(str(store.root), sft_model, rl_run, asdict(train_config))
+    stages(5, "demo: evaluate RL")
+    evals["rl"] = evaluate(checkpoint)
+    info = {
+        "algo": "grpo", "wall_s": time.perf_counter() - start, "problems": settings.problems,
+        "sft_steps": settings.sft_steps, "rl_steps": settings.rl_steps, "rl_lr": settings.lr,
+        "rl_temperature": settings.temperature, "group": f"{settings.prompts_per_step} prompts x {settings.group_size}",
+        "reward": "veritime = format + answer + process + length", "checkpoint": checkpoint,
+    }  # fmt: skip
+    report = write_report(work / "report", store, rl_run=rl_run, sft_run=sft_run, evals=evals, info=info)
+    stages(6, "demo: done")
+    return {
+        "report": str(report),
+        "store": str(store.root),
+        "evals": evals,
+        "checkpoint": checkpoint,
+        "wall_s": info["wall_s"],
+    }

@@ -1,0 +1,123 @@
+"""Prefect 3 flows: thin compositions of tasks that pass store paths and ids, never large data.
+
+    synth_veritime -> sft -> train -> evaluate        (and rollout, for generation without training)
+
+Each task wraps a plain function (tasks/, trainers/run.py); the training loop is one task, not a
+task per step, so Prefect wraps work without sitting in the hot loop. Engine calls are retried;
+synthesis, pure and expensive, is cached on its inputs (as long as the store still holds its
+rows); tasks that receive models use no cache. Import after `flows.prefect_env.configure_prefect`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+
+from schemas.common import config_fingerprint
+from storage import ReplayStore
+from tasks.recipes.veritime import VeriTimeConfig
+from trainers.config import SFTConfig, TrainConfig
+
+
+@task(name="synthesize-veritime", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def synth_veritime_task(root: str, config: dict) -> dict[str, int]:
+    from tasks.recipes.veritime import generate
+
+    problems, samples = generate(VeriTimeConfig(**config))
+    store = ReplayStore(root)
+    p, s = store.write("problems", problems), store.write("sft_samples", samples)
+    return {"problems": p.committed + p.duplicates, "sft_samples": s.committed + s.duplicates, "rejected": p.rejected}
+
+
+def synthesize(root: str, config: dict, *, return_state: bool = False) -> Any:
+    """Run the synthesis task, cached on its inputs while the store still holds the rows it
+    wrote: if they are gone (a wiped store), the cache is refreshed instead of trusted."""
+    fingerprint = config_fingerprint(VeriTimeConfig(**config))
+    present = ReplayStore(root).query("SELECT count(*) AS n FROM problems WHERE config_hash = $h", {"h": fingerprint})
+    fresh = present.column("n")[0].as_py() == 0
+    return synth_veritime_task.with_options(refresh_cache=fresh)(root, config, return_state=return_state)
+
+
+@task(name="build-model", cache_policy=NO_CACHE)
+def build_model_task(out: str, size: str, seed: int) -> str:
+    from tasks.models.tiny import init_tiny_model
+
+    return str(init_tiny_model(out, size=size, seed=seed))
+
+
+@task(name="sft", cache_policy=NO_CACHE)
+def sft_task(root: str, model: str, out: str, config: dict, run_id: str) -> str:
+    from trainers.run import run_sft_to
+
+    return str(run_sft_to(ReplayStore(root), SFTConfig(**config), model=model, out=Path(out), run_id=run_id).checkpoint)
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(root: str, model: str, run_id: str, config: dict, resume: bool = False) -> str:
+    """The whole RL loop in one task (a task per step would put Prefect in the hot loop)."""
+    from trainers.run import run_rl
+
+    return str(run_rl(ReplayStore(root), TrainConfig(**config), run_id=run_id, model=model, resume=resume).checkpoint)
+
+
+@task(name="rollout", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def rollout_task(root: str, model: str, run_id: str, config: dict) -> int:
+    """Sample and commit rollouts for training problems without updating the policy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.rl import RLTrainer
+
+    cfg = TrainConfig(**config)
+    policy, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+    store = ReplayStore(root)
+    trainer = RLTrainer(
+        cfg, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=store.root / "tmp"
+    )
+    problems = trainer.pick_problems(0, "rollout", cfg.prompts_per_step)
+    result, *_ = trainer.commit_groups(problems, cfg.group_size, 0, "single", salt="rollout")
+    return result.committed + result.duplicates
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, retries=1)
+def evaluate_task(root: str, model: str, split: str, source: str, limit: int, max_new_tokens: int) -> dict:
+    from trainers.run import evaluate_model
+
+    return evaluate_model(
+        ReplayStore(root), model, split=split, source=source, limit=limit, max_new_tokens=max_new_tokens
+    )
+
+
+@flow(name="synth_veritime")
+def synth_veritime(root: str, config: dict | None = None) -> dict[str, int]:
+    """VeriTime problems and CoT targets into the store."""
+    return synthesize(root, config or asdict(VeriTimeConfig()))
+
+
+@flow(name="sft")
+def sft(root: str, model: str, out: str, config: dict | None = None, run_id: str = "sft") -> str:
+    """Supervised warm-up on the store's sft_samples; returns the model folder."""
+    return sft_task(root, model, out, config or asdict(SFTConfig()), run_id)
+
+
+@flow(name="rollout")
+def rollout(root: str, model: str, run_id: str, config: dict | None = None) -> int:
+    """Generate and commit one round of rollouts (engine calls retried)."""
+    return rollout_task(root, model, run_id, config or asdict(TrainConfig()))
+
+
+@flow(name="train")
+def train(root: str, model: str, run_id: str, config: dict | None = None, resume: bool = False) -> str:
+    """RL through the store; returns the final checkpoint folder."""
+    return train_task(root, model, run_id, config or asdict(TrainConfig()), resume)
+
+
+@flow(name="evaluate")
+def evaluate(
+    root: str, model: str, split: str = "heldout", source: str = "", limit: int = 512, max_new_tokens: int = 64
+) -> dict:
+    """Greedy accuracy per task type and pass@k on a held-out split."""
+    return evaluate_task(root, model, split, source, limit, max_new_tokens)
