@@ -10,13 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
-from flows.pipelines import build_model_task, evaluate_task, synthesize
+from flows.pipelines import build_model_task, evaluate_task, sft_task, synthesize, train_task
 from flows.progress import bar
 from flows.report import write_report
 from storage import ReplayStore
@@ -37,32 +35,8 @@ class DemoSettings:
     temperature: float = 0.7
 
 
-FULL = DemoSettings(problems=6000, sft_steps=400, rl_steps=120, eval_limit=512)
+FULL = DemoSettings(problems=6000, sft_steps=400, rl_steps=250, eval_limit=512, lr=2e-5)
 QUICK = DemoSettings(problems=400, sft_steps=10, rl_steps=2, eval_limit=32, prompts_per_step=2, group_size=2)
-
-
-@task(name="sft", cache_policy=NO_CACHE)
-def demo_sft_task(root: str, model: str, out: str, config: dict, run_id: str) -> str:
-    from trainers.run import run_sft_to
-
-    advance = bar("SFT warm-up", config["steps"])
-    result = run_sft_to(
-        ReplayStore(root), SFTConfig(**config), model=model, out=Path(out), run_id=run_id,
-        on_step=lambda h: advance(h["step"], f"SFT loss {h['loss']:.3f}"),
-    )  # fmt: skip
-    return str(result.checkpoint)
-
-
-@task(name="train", cache_policy=NO_CACHE)
-def demo_train_task(root: str, model: str, run_id: str, config: dict) -> str:
-    from trainers.run import run_rl
-
-    advance = bar("RL (GRPO via the store)", config["steps"])
-    result = run_rl(
-        ReplayStore(root), TrainConfig(**config), run_id=run_id, model=model,
-        on_step=lambda step, m: advance(step, f"RL reward {m['reward_mean']:.2f}"),
-    )  # fmt: skip
-    return str(result.checkpoint)
 
 
 @flow(name="demo")
@@ -89,7 +63,7 @@ def demo(root: str, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     stages(3, "demo: SFT")
     sft_config = SFTConfig(steps=settings.sft_steps, batch_size=32, lr=1e-3, source="veritime", seed=seed)
     sft_run = f"demo-sft-{stamp}"
-    sft_model = demo_sft_task(str(store.root), base, str(work / "sft"), asdict(sft_config), sft_run)
+    sft_model = sft_task(str(store.root), base, str(work / "sft"), asdict(sft_config), sft_run)
     evals["sft"] = evaluate(sft_model)
     stages(4, "demo: RL")
     rl_run = f"demo-rl-{stamp}"
@@ -98,7 +72,7 @@ def demo(root: str, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         lr=settings.lr, temperature=settings.temperature, max_completion_length=settings.max_new_tokens,
         rewards="veritime", source="veritime", seed=seed,
     )  # fmt: skip
-    checkpoint = demo_train_task(str(store.root), sft_model, rl_run, asdict(train_config))
+    checkpoint = train_task(str(store.root), sft_model, rl_run, asdict(train_config))
     stages(5, "demo: evaluate RL")
     evals["rl"] = evaluate(checkpoint)
     info = {

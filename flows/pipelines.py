@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
+from flows.progress import bar
 from schemas.common import config_fingerprint
 from storage import ReplayStore
 from tasks.recipes.veritime import VeriTimeConfig
@@ -53,7 +54,12 @@ def build_model_task(out: str, size: str, seed: int) -> str:
 def sft_task(root: str, model: str, out: str, config: dict, run_id: str) -> str:
     from trainers.run import run_sft_to
 
-    return str(run_sft_to(ReplayStore(root), SFTConfig(**config), model=model, out=Path(out), run_id=run_id).checkpoint)
+    advance = bar("SFT warm-up", config["steps"])  # a no-op unless a command opened progress bars
+    result = run_sft_to(
+        ReplayStore(root), SFTConfig(**config), model=model, out=Path(out), run_id=run_id,
+        on_step=lambda h: advance(h["step"], f"SFT loss {h['loss']:.3f}"),
+    )  # fmt: skip
+    return str(result.checkpoint)
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -61,7 +67,12 @@ def train_task(root: str, model: str, run_id: str, config: dict, resume: bool = 
     """The whole RL loop in one task (a task per step would put Prefect in the hot loop)."""
     from trainers.run import run_rl
 
-    return str(run_rl(ReplayStore(root), TrainConfig(**config), run_id=run_id, model=model, resume=resume).checkpoint)
+    advance = bar(f"RL ({config['algo']} via the store)", config["steps"])
+    result = run_rl(
+        ReplayStore(root), TrainConfig(**config), run_id=run_id, model=model, resume=resume,
+        on_step=lambda step, m: advance(step, f"RL reward {m['reward_mean']:.2f}"),
+    )  # fmt: skip
+    return str(result.checkpoint)
 
 
 @task(name="rollout", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])

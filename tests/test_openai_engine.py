@@ -19,8 +19,10 @@ def test_text_and_chat_prompts_parse() -> None:
         assert out[0].token_ids == [ord(c) for c in "ab->0"] and len(out[0].logprobs) == 5
         assert [c.finish_reason for c in out] == ["length", "length", "stop", "stop"]
         assert not out[0].logprobs_exact and out[0].entropies is None
-        first = server.requests[0]
-        assert first["n"] == 2 and first["max_tokens"] == 8 and first["seed"] == 1 and first["logprobs"] == 0
+        text_request = next(r for r in server.requests if "prompt" in r)  # requests run concurrently
+        chat_request = next(r for r in server.requests if "messages" in r)
+        assert text_request["n"] == 2 and text_request["max_tokens"] == 8 and text_request["seed"] == 1
+        assert text_request["logprobs"] == 0 and chat_request["logprobs"] is True
 
 
 def test_retries_server_errors_then_succeeds() -> None:

@@ -71,9 +71,15 @@ def vt_answer(prompts: list[Any], completions: list[Any], answer: list[Any], **_
 
 
 @register_reward("vt_process")
-def vt_process(prompts: list[Any], completions: list[Any], process_labels: list[Any], **_: Any) -> list[float | None]:
-    """Step-label agreement, 0..6."""
-    return safe_scores(process_score, completions, process_labels)
+def vt_process(
+    prompts: list[Any], completions: list[Any], process_labels: list[Any] | None = None, **_: Any
+) -> list[float | None]:
+    """Step-label agreement, 0..6; None (no verdict) for rows without step labels."""
+    if process_labels is None:
+        return [None] * len(completions)
+    return safe_scores(
+        lambda text, labels: None if not labels else process_score(text, labels), completions, process_labels
+    )
 
 
 @register_reward("vt_length")

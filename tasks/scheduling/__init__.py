@@ -1,0 +1,1 @@
+"""Scheduling: curricula over problems, and (later) the rollout bandit."""

@@ -1,0 +1,66 @@
+"""VeriTime difficulty scheduling (SPECS §4, reconstructed): order by taxonomy level, annotate each
+problem's pass rate with k samples from the current model, then
+
+    pass rate 1                      -> drop (already solved: zero-variance groups, no signal)
+    pass rate in (0, 1)              -> learnable: train on it, in taxonomy order
+    pass rate 0, process score >= t  -> promising-challenging: keep, schedule last
+    pass rate 0, process score < t   -> drop (hopeless for now)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tasks.engines.base import Engine, SamplingParams
+from tasks.recipes.veritime import LEVEL
+from tasks.rewards import get_reward
+
+
+@dataclass(frozen=True)
+class Annotated:
+    problem: dict
+    pass_rate: float  # share of k samples whose answer is right
+    process: float  # mean VeriTime process score of the k samples (0..6)
+
+    @property
+    def bucket(self) -> str:
+        if self.pass_rate >= 1.0:
+            return "solved"
+        if self.pass_rate > 0.0:
+            return "learnable"
+        return "promising" if self.process >= PROMISING else "hopeless"
+
+
+PROMISING = 3.0
+
+
+def annotate(
+    engine: Engine, problems: Sequence[dict], *, k: int = 4, max_new_tokens: int = 48, seed: int = 0
+) -> list[Annotated]:
+    """Pass rate and mean process score of k samples per problem from `engine`'s model."""
+    prompts = [p["prompt"] for p in problems]
+    out = engine.generate(prompts, k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
+    rows = [problems[c.prompt_index] for c in out]
+    answer = get_reward("vt_answer")(prompts, [c.text for c in out], answer=[r["answer"] for r in rows])
+    process = get_reward("vt_process")(
+        prompts, [c.text for c in out], process_labels=[r.get("process_labels") for r in rows]
+    )
+    result = []
+    for i, problem in enumerate(problems):
+        a = [s or 0.0 for s in answer[i * k : (i + 1) * k]]
+        p = [s or 0.0 for s in process[i * k : (i + 1) * k]]
+        result.append(Annotated(problem, sum(x > 0 for x in a) / k, sum(p) / k))
+    return result
+
+
+def schedule(annotated: Sequence[Annotated]) -> list[dict]:
+    """Learnable problems by taxonomy level (deductive/quantitative, causal, inductive), then the
+    promising-challenging ones; solved and hopeless problems are dropped."""
+
+    def level(a: Annotated) -> int:
+        return LEVEL.get(a.problem.get("taxonomy") or "", 9)
+
+    learnable = sorted((a for a in annotated if a.bucket == "learnable"), key=lambda a: (level(a), -a.pass_rate))
+    promising = sorted((a for a in annotated if a.bucket == "promising"), key=lambda a: (level(a), -a.process))
+    return [a.problem for a in (*learnable, *promising)]
