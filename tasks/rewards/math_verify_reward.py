@@ -20,7 +20,7 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 
 
 def _math(text: str, answer: Any) -> float | None:
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # imported (and failing loudly) before any scoring
 
     pred = extract_answer(text)
     if len(pred) > MAX_ANSWER:
@@ -36,4 +36,6 @@ def _math(text: str, answer: Any) -> float | None:
 @register_reward("math")
 def math_equivalence(prompts: list[Any], completions: list[Any], answer: list[Any], **_: Any) -> list[float | None]:
     """1 if the extracted answer is mathematically equivalent to `answer` (math-verify)."""
+    import math_verify  # noqa: F401 - a missing dependency is an error, not a None score
+
     return safe_scores(_math, completions, answer)
