@@ -41,11 +41,14 @@ def _plot(path: Path, title: str, series: dict[str, tuple[list, list]], ylabel: 
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for label, (x, y) in series.items():
-        ax.plot(x, y, label=label, linewidth=1.2)
+        ax.plot(x, y, label=label, linewidth=0.8, alpha=0.5)
+        if len(y) >= 20:  # per-step values are noisy (8 prompts a step): show a 10-step mean too
+            smooth = [sum(y[max(0, i - 9) : i + 1]) / len(y[max(0, i - 9) : i + 1]) for i in range(len(y))]
+            ax.plot(x, smooth, label=f"{label} (10-step mean)", linewidth=1.6)
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    if len(series) > 1:
+    if ax.get_legend_handles_labels()[0] and len(ax.lines) > 1:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

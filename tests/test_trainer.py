@@ -163,3 +163,14 @@ def test_igrpo_can_also_train_on_drafts(tiny_model_dir: Path, tmp_path: Path) ->
         "SELECT stage, count(advantage) AS n FROM rollouts GROUP BY stage ORDER BY stage"
     ).to_pylist()
     assert advantages == [{"stage": "draft", "n": 12}, {"stage": "refine", "n": 20}]
+
+
+def test_kl_to_the_reference_only_when_beta_is_positive(tiny_model_dir: Path, tmp_path: Path) -> None:
+    store = arith_store(tmp_path / "s")
+    plain = make_trainer(tiny_model_dir, store, tmp_path / "a", lr=1e-3)
+    assert plain.ref_model is None, "beta 0 loads no reference model"
+    assert "kl" not in plain.train_step()
+    with_kl = make_trainer(tiny_model_dir, store, tmp_path / "b", lr=1e-3, beta=0.1, num_iterations=2)
+    metrics = with_kl.train_step()
+    assert with_kl.ref_model is not None and metrics["kl"] > 0, "the policy moved away from the reference"
+    assert all(not p.requires_grad for p in with_kl.ref_model.parameters())
