@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainers.rl import derive_seed
+from trainers.step_utils import derive_seed
 
 if TYPE_CHECKING:
     from trainers.rl import RLTrainer

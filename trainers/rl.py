@@ -16,12 +16,10 @@ missed exactly; this module imports no storage or Prefect (the store is passed i
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -39,38 +37,19 @@ from trainers.algos import ADVANTAGES, CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, 
 from trainers.checkpoint import CheckpointMeta, load_meta, load_states, save_checkpoint
 from trainers.config import TrainConfig
 from trainers.logprobs import completion_logprobs
+from trainers.step_utils import (
+    batch_metrics,
+    derive_seed,
+    group_count,
+    lr_lambda,
+    pad,
+    split_indices,
+    typed_rollouts,
+    zero_std_share,
+)
 
 if TYPE_CHECKING:
     from storage import ReplayStore
-
-
-def derive_seed(seed: int, step: int, stage: str) -> int:
-    """A 63-bit seed for (seed, step, stage): independent of how many steps ran before."""
-    digest = hashlib.blake2b(f"{seed}/{step}/{stage}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
-def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
-    total = max(1, config.steps * config.num_iterations * config.mini_batches)
-
-    def factor(i: int) -> float:
-        if i < config.warmup_steps:
-            return (i + 1) / config.warmup_steps
-        progress = (i - config.warmup_steps) / max(1, total - config.warmup_steps)
-        if config.lr_schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        if config.lr_schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return factor
-
-
-def pad(rows: list[list[float]], width: int) -> torch.Tensor:
-    out = torch.zeros((len(rows), max(1, width)))
-    for b, row in enumerate(rows):
-        out[b, : len(row)] = torch.tensor(row, dtype=torch.float32)
-    return out
 
 
 class RLTrainer:
@@ -179,7 +158,9 @@ class RLTrainer:
                 completions, prompts, run_id=self.run_id, policy_version=step, rewards=rewards, source="train",
                 problem_ids=[p["id"] for p in problems], stage=stage, salt=salt, advantages=advantages, **extra,
             )  # fmt: skip
-            result = self.store.write("rollouts", _typed(rows), run_id=self.run_id, producer=self.producer, sync=False)
+            result = self.store.write(
+                "rollouts", typed_rollouts(rows), run_id=self.run_id, producer=self.producer, sync=False
+            )
             self.files_since_compaction += len(result.files)
         if result.rejected:
             raise RuntimeError(f"the trainer's own rollouts were rejected: {result.rejections[0].reason}")
@@ -220,18 +201,18 @@ class RLTrainer:
         files = one_round(0)
         if not c.uses_dynamic_sampling:  # one read; the zero-variance share is counted in memory
             everything = read(files)
-            metrics["frac_zero_std_groups"] = _zero_std_share(everything)
+            metrics["frac_zero_std_groups"] = zero_std_share(everything)
             return self._with_replay(everything, step, metrics)
         useful = read(files, nonzero_std=True)
         rounds = 0
-        while _groups(useful) < c.prompts_per_step and rounds < c.max_refill_rounds:
+        while group_count(useful) < c.prompts_per_step and rounds < c.max_refill_rounds:
             rounds += 1
             files += one_round(rounds)
             useful = read(files, nonzero_std=True)
         everything = read(files)
-        metrics["frac_zero_std_groups"] = 1 - _groups(useful) / max(1, _groups(everything))
+        metrics["frac_zero_std_groups"] = 1 - group_count(useful) / max(1, group_count(everything))
         keep = list(dict.fromkeys(useful.column("group_id").to_pylist()))[: c.prompts_per_step]
-        metrics["dynamic_sampling/groups_dropped"] = _groups(everything) - len(keep)
+        metrics["dynamic_sampling/groups_dropped"] = group_count(everything) - len(keep)
         metrics["dynamic_sampling/refill_rounds"] = rounds
         fresh = useful.filter(pc.is_in(useful.column("group_id"), value_set=pa.array(keep, pa.string())))
         return self._with_replay(fresh, step, metrics)
@@ -281,9 +262,9 @@ class RLTrainer:
         for _ in range(c.num_iterations):
             order = list(range(n))
             rng.shuffle(order)
-            for mb in _split(order, c.mini_batches):
+            for mb in split_indices(order, c.mini_batches):
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro in _split(mb, c.grad_accum):
+                for micro in split_indices(mb, c.grad_accum):
                     scored = completion_logprobs(
                         self.model, [prompts[i] for i in micro], [completions[i] for i in micro],
                         pad_id=self.pad_id, temperature=c.temperature,
@@ -336,7 +317,7 @@ class RLTrainer:
         rollout_s = time.perf_counter() - start
         with self.timed("update"):
             loss = self.update(batch, self.step, metrics)
-        self._batch_metrics(batch, metrics)
+        batch_metrics(batch, metrics)
         metrics.update(
             lr=self.scheduler.get_last_lr()[0], step_time=time.perf_counter() - start, rollout_time=rollout_s,
             generation_calls=self.generation_calls - gen_before,
@@ -352,27 +333,6 @@ class RLTrainer:
             for key, value in metrics.items():
                 self.tb.add_scalar(key, value, step)
         return {"loss": loss, **metrics}
-
-    def _batch_metrics(self, batch: pa.Table, metrics: dict[str, float]) -> None:
-        rewards = [r for r in batch.column("reward").to_pylist() if r is not None]
-        lengths = [len(x) for x in batch.column("completion_ids").to_pylist()]
-        t = torch.tensor(rewards or [0.0], dtype=torch.float64)
-        metrics.update(
-            reward_mean=float(t.mean()), reward_std=float(t.std()) if len(rewards) > 1 else 0.0,
-            completion_length_mean=sum(lengths) / max(1, len(lengths)), completion_length_max=max(lengths, default=0),
-            completion_clipped_ratio=sum(f == "length" for f in batch.column("finish_reason").to_pylist())
-            / max(1, batch.num_rows),
-            completion_tokens=float(sum(lengths)), batch_rows=float(batch.num_rows),
-        )  # fmt: skip
-        per_fn: dict[str, list[float]] = {}
-        for m in batch.column("rewards").to_pylist():
-            for name, value in m or []:
-                per_fn.setdefault(name, []).append(value)
-        for name, values in per_fn.items():
-            metrics[f"rewards/{name}/mean"] = sum(values) / len(values)
-        entropies = [e for e in batch.column("entropy").to_pylist() if e is not None]
-        if entropies:
-            metrics["entropy"] = sum(entropies) / len(entropies)
 
     def _maybe_compact(self) -> None:
         """Compact the run's rollouts every `compact_files` new files (counted here, so no step
@@ -411,29 +371,3 @@ class RLTrainer:
         meta = load_meta(path)
         load_states(path, self.optimizer, self.scheduler)
         self.step, self.parent_checkpoint = meta.step, path.name
-
-
-def _typed(rows: list[dict]) -> pa.Table:
-    """Rows as an Arrow table in the rollouts schema: the store's vectorized validation path."""
-    from schemas.rollouts import ROLLOUTS
-
-    return pa.Table.from_pylist(rows, schema=pa.schema([ROLLOUTS.schema.field(k) for k in rows[0]]))
-
-
-def _groups(table: pa.Table) -> int:
-    return len(set(table.column("group_id").to_pylist()))
-
-
-def _zero_std_share(table: pa.Table) -> float:
-    spans: dict[str, tuple[float, float]] = {}
-    for group, reward in zip(table.column("group_id").to_pylist(), table.column("reward").to_pylist(), strict=True):
-        r = reward or 0.0
-        lo, hi = spans.get(group, (r, r))
-        spans[group] = (min(lo, r), max(hi, r))
-    return sum(lo == hi for lo, hi in spans.values()) / max(1, len(spans))
-
-
-def _split(items: list[int], parts: int) -> list[list[int]]:
-    parts = max(1, min(parts, len(items)))
-    size = math.ceil(len(items) / parts)
-    return [items[i : i + size] for i in range(0, len(items), size)]

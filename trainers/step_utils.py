@@ -1,0 +1,90 @@
+"""Helpers of the RL step that need no trainer state: seeds, schedules, padding, batch statistics."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+
+import pyarrow as pa
+import torch
+
+from trainers.config import TrainConfig
+
+
+def derive_seed(seed: int, step: int, stage: str) -> int:
+    """A 63-bit seed for (seed, step, stage): independent of how many steps ran before."""
+    digest = hashlib.blake2b(f"{seed}/{step}/{stage}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    total = max(1, config.steps * config.num_iterations * config.mini_batches)
+
+    def factor(i: int) -> float:
+        if i < config.warmup_steps:
+            return (i + 1) / config.warmup_steps
+        progress = (i - config.warmup_steps) / max(1, total - config.warmup_steps)
+        if config.lr_schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if config.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+def pad(rows: list[list[float]], width: int) -> torch.Tensor:
+    out = torch.zeros((len(rows), max(1, width)))
+    for b, row in enumerate(rows):
+        out[b, : len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out
+
+
+def batch_metrics(batch: pa.Table, metrics: dict[str, float]) -> None:
+    """Reward, length and entropy statistics of the training batch, into `metrics`."""
+    rewards = [r for r in batch.column("reward").to_pylist() if r is not None]
+    lengths = [len(x) for x in batch.column("completion_ids").to_pylist()]
+    t = torch.tensor(rewards or [0.0], dtype=torch.float64)
+    metrics.update(
+        reward_mean=float(t.mean()), reward_std=float(t.std()) if len(rewards) > 1 else 0.0,
+        completion_length_mean=sum(lengths) / max(1, len(lengths)), completion_length_max=max(lengths, default=0),
+        completion_clipped_ratio=sum(f == "length" for f in batch.column("finish_reason").to_pylist())
+        / max(1, batch.num_rows),
+        completion_tokens=float(sum(lengths)), batch_rows=float(batch.num_rows),
+    )  # fmt: skip
+    per_fn: dict[str, list[float]] = {}
+    for m in batch.column("rewards").to_pylist():
+        for name, value in m or []:
+            per_fn.setdefault(name, []).append(value)
+    for name, values in per_fn.items():
+        metrics[f"rewards/{name}/mean"] = sum(values) / len(values)
+    entropies = [e for e in batch.column("entropy").to_pylist() if e is not None]
+    if entropies:
+        metrics["entropy"] = sum(entropies) / len(entropies)
+
+
+def typed_rollouts(rows: list[dict]) -> pa.Table:
+    """Rows as an Arrow table in the rollouts schema: the store's vectorized validation path."""
+    from schemas.rollouts import ROLLOUTS
+
+    return pa.Table.from_pylist(rows, schema=pa.schema([ROLLOUTS.schema.field(k) for k in rows[0]]))
+
+
+def group_count(table: pa.Table) -> int:
+    return len(set(table.column("group_id").to_pylist()))
+
+
+def zero_std_share(table: pa.Table) -> float:
+    spans: dict[str, tuple[float, float]] = {}
+    for group, reward in zip(table.column("group_id").to_pylist(), table.column("reward").to_pylist(), strict=True):
+        r = reward or 0.0
+        lo, hi = spans.get(group, (r, r))
+        spans[group] = (min(lo, r), max(hi, r))
+    return sum(lo == hi for lo, hi in spans.values()) / max(1, len(spans))
+
+
+def split_indices(items: list[int], parts: int) -> list[list[int]]:
+    parts = max(1, min(parts, len(items)))
+    size = math.ceil(len(items) / parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
