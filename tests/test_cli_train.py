@@ -53,3 +53,22 @@ def test_synth_sft_train_from_the_command_line(tmp_path: Path, tiny_model_dir: P
     ]
     bad = runner.invoke(app, ["train", "--run-id", "x", "--model", str(sft_out), "--algo", "ppo", "--root", root])
     assert bad.exit_code == 2 and "valid algos" in bad.output
+
+
+def test_report_to_tensorboard_reaches_the_training_loop(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import importlib.util
+
+    import pytest
+
+    from tasks.recipes.arith import ArithConfig, generate
+    from trainers.run import run_rl
+
+    store = ReplayStore(tmp_path / "store")
+    store.write("problems", generate(ArithConfig(n=50, max_digits=2))[0])
+    config = TrainConfig(steps=1, prompts_per_step=2, group_size=2, max_completion_length=4, report_to="tensorboard")
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ImportError, match="pip install tensorboard"):
+            run_rl(store, config, run_id="tb", model=tiny_model_dir)
+    else:  # pragma: no cover - with the bench extra installed
+        run_rl(store, config, run_id="tb", model=tiny_model_dir)
+        assert any((store.root / "checkpoints" / "tb" / "tb").iterdir())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -341,18 +341,25 @@ class RLTrainer:
             self.store.compact("rollouts")
             self.files_since_compaction = 0
 
-    def train(self, until_step: int) -> None:
+    def train(
+        self, until_step: int, on_step: Callable[[int, dict[str, float]], None] | None = None
+    ) -> tuple[Path, dict[str, float]]:
+        """Steps until `until_step`, checkpointing every `save_every` and at the end; returns the
+        final checkpoint and the last step's metrics. The one loop the CLI, flows and benchmarks use."""
         if self.config.report_to == "tensorboard" and self.tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
                 raise ImportError("--report-to tensorboard needs: pip install tensorboard") from exc
             self.tb = SummaryWriter(str(self.output_dir / "tb"))
+        metrics: dict[str, float] = {}
         while self.step < until_step:
-            self.train_step()
+            metrics = self.train_step()
+            if on_step:
+                on_step(self.step, metrics)
             if self.config.save_every and self.step % self.config.save_every == 0 and self.step < until_step:
                 self.save()
-        self.save()
+        return self.save(), metrics
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:

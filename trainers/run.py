@@ -53,14 +53,7 @@ def run_rl(
     trainer = RLTrainer(config, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=out)
     if checkpoint is not None:
         trainer.restore(checkpoint)
-    metrics: dict[str, float] = {}
-    while trainer.step < config.steps:
-        metrics = trainer.train_step()
-        if on_step:
-            on_step(trainer.step, metrics)
-        if config.save_every and trainer.step % config.save_every == 0 and trainer.step < config.steps:
-            trainer.save()
-    path = trainer.save()
+    path, metrics = trainer.train(config.steps, on_step)
     return RunResult(path, trainer.step, trainer.generation_calls, metrics)
 
 
