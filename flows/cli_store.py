@@ -141,4 +141,7 @@ def vacuum(
 ) -> None:
     """Remove orphaned temp files and obsolete files past their grace period."""
     r = ReplayStore(root).vacuum(temp_max_age=temp_max_age)
-    typer.echo(f"removed {r.temps_removed} temp, {r.obsolete_removed} obsolete, {r.orphans_removed} orphan file(s)")
+    typer.echo(
+        f"removed {r.temps_removed} temp, {r.obsolete_removed} obsolete, {r.orphans_removed} orphan file(s); "
+        f"logged {r.commits_logged} unlogged commit(s)"
+    )

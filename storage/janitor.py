@@ -13,10 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from schemas import TABLES
+from storage.commit_log import append_commits, read_commits
 from storage.compaction import take_expired
 from storage.layout import COMPACTED_DIR, iter_delta_files, iter_temp_files, temp_owner_pid
-from storage.manifest import load_manifest, save_manifest, table_lock
+from storage.manifest import Manifest, load_manifest, save_manifest, table_lock
 
 
 @dataclass
@@ -24,6 +27,7 @@ class VacuumResult:
     temps_removed: int = 0
     obsolete_removed: int = 0
     orphans_removed: int = 0
+    commits_logged: int = 0  # published files a crashed writer had not yet logged
 
 
 def pid_alive(pid: int) -> bool:
@@ -77,4 +81,19 @@ def vacuum(root: Path, *, grace_seconds: float = 60.0, temp_max_age: float = 360
                 if str(path.relative_to(table_dir)) not in pending and _age(path, now) >= grace_seconds:
                     path.unlink(missing_ok=True)
                     result.orphans_removed += 1
+            result.commits_logged += _log_unlogged(table_dir, manifest, grace_seconds, now)
     return result
+
+
+def _log_unlogged(table_dir: Path, manifest: Manifest, grace_seconds: float, now: float) -> int:
+    """Append commit-log lines for published delta files the log does not name (a writer killed
+    between publishing and logging); only files older than the grace period, so a live writer's
+    own append is not raced."""
+    logged = {e.file for e in read_commits(table_dir)}
+    missing = [
+        p for p in iter_delta_files(table_dir)
+        if f"{p.parent.name}/{p.name}" not in logged and not manifest.is_folded(p.parent.name, p.name)
+        and _age(p, now) >= grace_seconds
+    ]  # fmt: skip
+    append_commits(table_dir, [(f"{p.parent.name}/{p.name}", pq.ParquetFile(p).metadata.num_rows) for p in missing])
+    return len(missing)

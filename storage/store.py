@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from schemas import TABLES, UnknownTableError, get_table, row_id
 from schemas.rejected import REJECTED
 from schemas.validate import Limits, Rejection, Validated, validate_rows, validate_table
+from storage import commit_log
 from storage.compaction import CompactionPolicy, CompactionResult, compact_table
 from storage.ingest import input_format, read_input
 from storage.janitor import VacuumResult, vacuum
@@ -224,6 +225,14 @@ class ReplayStore:
                     }
                 )
         return out
+
+    def commit_position(self, table: str) -> int:
+        """The table's newest commit sequence number (see storage.commit_log); 0 when empty."""
+        return commit_log.head(self.root / get_table(table).name)
+
+    def rows_since(self, table: str, position: int) -> tuple[int, int]:
+        """(rows committed after `position` in commit order, the newest position)."""
+        return commit_log.rows_after(self.root / get_table(table).name, position)
 
     def snapshot(self, table: str):
         return snapshot(self.root, get_table(table).name)

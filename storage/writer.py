@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas import TableSpec
+from storage.commit_log import append_commits
 from storage.layout import partition_dir_name, publish, temp_path
 from storage.manifest import load_manifest
 
@@ -103,6 +104,7 @@ def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOpti
     table, result.duplicates = first_occurrences(table)
     table_dir = root / spec.name
     manifest = None
+    logged: list[tuple[str, int]] = []
     for value, part in split_by_partition(spec, table):
         pdir_name = partition_dir_name(spec.partition_by, value)
         name = batch_name(spec, pdir_name, part.column("id"))
@@ -126,7 +128,9 @@ def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOpti
         if publish(tmp, final, exclusive=True, sync=options.sync):
             result.rows += part.num_rows
             result.files.append(final)
+            logged.append((f"{pdir_name}/{name}", part.num_rows))
         else:
             result.duplicates += part.num_rows
             result.existing.append(final)
+    append_commits(table_dir, logged, sync=options.sync)
     return result

@@ -102,6 +102,10 @@ def test_concurrent_writers_exact_total(tmp_path: Path, procs: Processes) -> Non
         assert w.wait(timeout=300) == 0, w.stderr.read()
     n = ReplayStore(root).query("SELECT count(*) AS n, count(DISTINCT id) AS d FROM rollouts").to_pylist()[0]
     assert n == {"n": 4 * 25 * 500, "d": 4 * 25 * 500}
+    # The commit log names every file once, with its rows, whatever the interleaving of the writers.
+    log = [line for line in (root / "rollouts" / "_commits.jsonl").read_text().splitlines()]
+    assert len(log) == 4 * 25 and len(set(log)) == len(log)
+    assert ReplayStore(root).rows_since("rollouts", 0) == (4 * 25 * 500, 4 * 25)
 
 
 def test_compaction_under_readers_and_writers(tmp_path: Path, procs: Processes) -> None:

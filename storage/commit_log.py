@@ -1,0 +1,79 @@
+"""The per-table commit log: the order in which batches were committed.
+
+    <root>/<table>/_commits.jsonl      one line per published file: {"file": <relative path>, "rows": n}
+
+A line's position (1-based) is the commit's sequence number. Writers append after publishing, under
+an exclusive lock on the log, so positions follow commit order across processes; wall-clock
+timestamps would not (clocks differ between writers, and a batch is written long before it is
+published). "Rows committed after position p" is what a data-triggered retrain counts.
+
+Crash window: a writer killed between publishing its file and appending the line leaves a visible
+file the log does not name yet; counts undercount it, never double count. `vacuum` appends such
+files (older than the grace period, so a live writer is not raced), and readers keep the first
+line per file, so a line written twice counts once. Compaction writes no lines: it adds no rows.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+COMMIT_LOG = "_commits.jsonl"
+
+
+@dataclass(frozen=True)
+class CommitEntry:
+    seq: int  # 1-based position in commit order
+    file: str  # relative to the table directory
+    rows: int
+
+
+def append_commits(table_dir: Path, files: Iterable[tuple[str, int]], *, sync: bool = False) -> None:
+    """Append (relative file, rows) lines in one locked write."""
+    text = "".join(json.dumps({"file": f, "rows": n}, separators=(",", ":")) + "\n" for f, n in files)
+    if not text:
+        return
+    fd = os.open(table_dir / COMMIT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, text.encode())
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def read_commits(table_dir: Path) -> list[CommitEntry]:
+    """All commits in order; a torn last line (a writer killed mid-append) is skipped, and a file
+    named twice keeps its first position."""
+    path = table_dir / COMMIT_LOG
+    if not path.exists():
+        return []
+    entries: list[CommitEntry] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record["file"] in seen:
+                continue
+            seen.add(record["file"])
+            entries.append(CommitEntry(len(entries) + 1, record["file"], int(record["rows"])))
+    return entries
+
+
+def head(table_dir: Path) -> int:
+    """The newest sequence number (0 for an empty table)."""
+    return len(read_commits(table_dir))
+
+
+def rows_after(table_dir: Path, seq: int) -> tuple[int, int]:
+    """(rows committed after position `seq`, the newest position)."""
+    entries = read_commits(table_dir)
+    return sum(e.rows for e in entries[seq:]), len(entries)
