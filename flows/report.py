@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from storage import ReplayStore
+from trainers.evaluate import paired_gain
 
 QUERIES = [
     (
@@ -56,10 +57,10 @@ def _plot(path: Path, title: str, series: dict[str, tuple[list, list]], ylabel: 
 
 
 def _gain(after: dict, before: dict) -> str:
-    delta = after["accuracy"] - before["accuracy"]
-    se = math.sqrt(after["stderr"] ** 2 + before["stderr"] ** 2)
-    verdict = "larger than its standard error" if abs(delta) > se else "within noise"
-    return f"{100 * delta:+.1f} points (± {100 * se:.1f}; {verdict})"
+    gain = paired_gain(after, before)
+    verdict = "larger than its standard error" if gain.beyond_noise else "within noise"
+    kind = "paired SE over the same problems" if gain.paired else "unpaired SE"
+    return f"{100 * gain.delta:+.1f} points (± {100 * gain.stderr:.1f}, {kind}; {verdict})"
 
 
 def write_report(

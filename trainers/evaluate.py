@@ -29,3 +29,34 @@ def greedy_accuracy(
     scores = get_reward(reward)(prompts, [c.text for c in out], answer=[p["answer"] for p in problems])
     acc = sum(s == 1.0 for s in scores) / max(1, len(scores))
     return EvalResult(acc, len(scores), math.sqrt(acc * (1 - acc) / max(1, len(scores))))
+
+
+@dataclass(frozen=True)
+class Gain:
+    """Accuracy difference of two models on the same problems, with its standard error."""
+
+    delta: float
+    stderr: float
+    paired: bool  # True: per-problem differences were available (the SE every A/B eval should use)
+
+    @property
+    def beyond_noise(self) -> bool:
+        return abs(self.delta) > self.stderr
+
+
+def paired_gain(after: dict, before: dict) -> Gain:
+    """Difference of two evaluations (dicts with `accuracy`, `stderr` and, ideally, `ids`/`correct`).
+
+    On the same problems the right standard error is that of the mean per-problem difference
+    d_i = after_i - before_i: sd(d) / sqrt(n). Treating the two accuracies as independent
+    (sqrt(se_a^2 + se_b^2)) ignores that both models solve mostly the same problems and overstates
+    the noise; it is used only when the per-problem results are missing or cover other problems.
+    """
+    delta = after["accuracy"] - before["accuracy"]
+    if after.get("ids") and after.get("ids") == before.get("ids"):
+        diffs = [a - b for a, b in zip(after["correct"], before["correct"], strict=True)]
+        n = len(diffs)
+        mean = sum(diffs) / n
+        var = sum((d - mean) ** 2 for d in diffs) / max(1, n - 1)
+        return Gain(delta, math.sqrt(var / n), paired=True)
+    return Gain(delta, math.sqrt(after["stderr"] ** 2 + before["stderr"] ** 2), paired=False)
