@@ -8,6 +8,7 @@ import typer
 
 from flows.cli_model import app as model_app
 from flows.cli_model import generate as generate_command
+from flows.cli_serve import check_retrain_command, serve
 from flows.cli_store import RootOption
 from flows.cli_store import app as store_app
 from flows.cli_synth import app as synth_app
@@ -25,6 +26,8 @@ app.add_typer(synth_app, name="synth")
 app.command("generate")(generate_command)
 app.command("train")(train_command)
 app.command("sft")(sft_command)
+app.command("serve")(serve)
+app.command("check-retrain")(check_retrain_command)
 
 
 @app.command()
@@ -56,11 +59,14 @@ def demo_command(
     quiet_transformers()
     from flows.demo import demo
     from flows.progress import progress_bars
+    from trainers.evaluate import paired_gain
 
     with progress_bars():
         result = demo(str(store_root), quick=quick, seed=seed)
     for stage, e in result["evals"].items():
         typer.echo(f"{stage:>5}: held-out accuracy {100 * e['accuracy']:.1f}% ± {100 * e['stderr']:.1f} (n={e['n']})")
+    gain = paired_gain(result["evals"]["rl"], result["evals"]["sft"])
+    typer.echo(f"SFT -> RL: {100 * gain.delta:+.1f} points ± {100 * gain.stderr:.1f} (paired standard error)")
     typer.echo(f"report: {result['report']}")
     typer.echo(
         f'store:  {result["store"]}  (try: reasonloop store query "SELECT * FROM train_metrics" --root {result["store"]})'

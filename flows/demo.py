@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.pipelines import build_model_task, evaluate_task, sft_task, synthesize, train_task
+from flows.pipelines import build_model_task, evaluate_task, schedule_task, sft_task, synthesize, train_task
 from flows.progress import bar
 from flows.report import write_report
 from storage import ReplayStore
@@ -38,10 +38,16 @@ class DemoSettings:
     lr: float = 5e-5
     temperature: float = 0.7
     algo: str = "grpo"
+    schedule_pool: int = 0  # training problems annotated by the difficulty scheduler (0: RL samples uniformly)
+    schedule_k: int = 4  # samples per problem to estimate its pass rate
 
 
-FULL = DemoSettings(problems=12000, sft_steps=400, rl_steps=210, eval_limit=1024, lr=2e-5, algo="dapo")
-QUICK = DemoSettings(problems=400, sft_steps=10, rl_steps=2, eval_limit=32, prompts_per_step=2, group_size=2)
+FULL = DemoSettings(
+    problems=12000, sft_steps=400, rl_steps=190, eval_limit=1024, lr=2e-5, algo="dapo", schedule_pool=768
+)
+QUICK = DemoSettings(
+    problems=400, sft_steps=10, rl_steps=2, eval_limit=32, prompts_per_step=2, group_size=2, schedule_pool=16
+)
 
 
 @flow(name="demo")
@@ -52,11 +58,18 @@ def demo(root: str, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     store = ReplayStore(root)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     work = store.root / "demo" / stamp
-    stages = bar("demo stages", 6)
+    stages = bar("demo stages", 7)
+    seconds: dict[str, float] = {}  # wall time per stage, for the report
+
+    def lap(name: str) -> None:
+        seconds[name] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+
     base = build_model_task(str(work / "base"), "tiny", seed)
+    lap("model")
     stages(1, "demo: data")
     vt = VeriTimeConfig(n=settings.problems, seed=seed)
     synthesize(str(store.root), asdict(vt))
+    lap("synthesis")
     stages(2, "demo: evaluate base")
 
     def evaluate(model: str) -> dict:
@@ -65,29 +78,47 @@ def demo(root: str, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         )
 
     evals = {"base": evaluate(base)}
+    lap("evaluate base")
     stages(3, "demo: SFT")
     sft_config = SFTConfig(steps=settings.sft_steps, batch_size=32, lr=1e-3, source="veritime", seed=seed)
     sft_run = f"demo-sft-{stamp}"
     sft_model = sft_task(str(store.root), base, str(work / "sft"), asdict(sft_config), sft_run)
+    lap("SFT")
     evals["sft"] = evaluate(sft_model)
-    stages(4, "demo: RL")
+    lap("evaluate SFT")
+    curriculum = ""
+    if settings.schedule_pool:
+        stages(4, "demo: difficulty schedule")
+        curriculum = str(work / "curriculum.json")
+        info_schedule = schedule_task(
+            str(store.root), sft_model, "veritime", settings.schedule_pool, settings.schedule_k,
+            settings.max_new_tokens, curriculum,
+        )  # fmt: skip
+        if not info_schedule["scheduled"]:  # nothing learnable (e.g. --quick's few SFT steps): sample uniformly
+            curriculum = ""
+        lap("schedule")
+    stages(5, "demo: RL")
     rl_run = f"demo-rl-{stamp}"
     train_config = TrainConfig(
         algo=settings.algo, steps=settings.rl_steps, prompts_per_step=settings.prompts_per_step, group_size=settings.group_size,
         lr=settings.lr, temperature=settings.temperature, max_completion_length=settings.max_new_tokens,
-        rewards="veritime", source="veritime", seed=seed,
+        rewards="veritime", source="veritime", seed=seed, curriculum=curriculum,
     )  # fmt: skip
     checkpoint = train_task(str(store.root), sft_model, rl_run, asdict(train_config))
-    stages(5, "demo: evaluate RL")
+    stages(6, "demo: evaluate RL")
+    lap("RL")
     evals["rl"] = evaluate(checkpoint)
+    lap("evaluate RL")
     info = {
         "algo": settings.algo, "wall_s": time.perf_counter() - start, "problems": settings.problems,
         "sft_steps": settings.sft_steps, "rl_steps": settings.rl_steps, "rl_lr": settings.lr,
         "rl_temperature": settings.temperature, "group": f"{settings.prompts_per_step} prompts x {settings.group_size}",
         "reward": "veritime = format + answer + process + length", "checkpoint": checkpoint,
+        "seconds per stage": seconds,
+        "difficulty schedule": info_schedule if settings.schedule_pool else "off",
     }  # fmt: skip
     report = write_report(work / "report", store, rl_run=rl_run, sft_run=sft_run, evals=evals, info=info)
-    stages(6, "demo: done")
+    stages(7, "demo: done")
     return {
         "report": str(report),
         "store": str(store.root),

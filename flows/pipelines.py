@@ -62,15 +62,39 @@ def sft_task(root: str, model: str, out: str, config: dict, run_id: str) -> str:
     return str(result.checkpoint)
 
 
+@task(name="schedule-difficulty", cache_policy=NO_CACHE)
+def schedule_task(root: str, model: str, source: str, pool: int, k: int, max_new_tokens: int, out: str) -> dict:
+    """Difficulty scheduling: annotate `pool` training problems with k samples from `model`, keep
+    the learnable (then promising) ones in taxonomy order, write the curriculum file for RL."""
+    from tasks.engines.transformers_engine import TransformersEngine
+    from tasks.scheduling.difficulty import write_curriculum
+
+    where = "split = 'train'" + (" AND source = $source" if source else "")
+    problems = (
+        ReplayStore(root)
+        .query(
+            f"SELECT id, prompt, answer, taxonomy, process_labels FROM problems WHERE {where} ORDER BY id LIMIT $n",
+            {"n": pool, **({"source": source} if source else {})},
+        )
+        .to_pylist()
+    )
+    counts = write_curriculum(
+        TransformersEngine(model, batch_size=256), problems, out, k=k, max_new_tokens=max_new_tokens
+    )
+    return {"path": out, **counts}
+
+
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(root: str, model: str, run_id: str, config: dict, resume: bool = False) -> str:
+def train_task(
+    root: str, model: str, run_id: str, config: dict, resume: bool = False, data_watermark: dict | None = None
+) -> str:
     """The whole RL loop in one task (a task per step would put Prefect in the hot loop)."""
     from trainers.run import run_rl
 
     advance = bar(f"RL ({config['algo']} via the store)", config["steps"])
     result = run_rl(
         ReplayStore(root), TrainConfig(**config), run_id=run_id, model=model, resume=resume,
-        on_step=lambda step, m: advance(step, f"RL reward {m['reward_mean']:.2f}"),
+        on_step=lambda step, m: advance(step, f"RL reward {m['reward_mean']:.2f}"), data_watermark=data_watermark,
     )  # fmt: skip
     return str(result.checkpoint)
 
@@ -122,8 +146,12 @@ def rollout(root: str, model: str, run_id: str, config: dict | None = None) -> i
 
 @flow(name="train")
 def train(root: str, model: str, run_id: str, config: dict | None = None, resume: bool = False) -> str:
-    """RL through the store; returns the final checkpoint folder."""
-    return train_task(root, model, run_id, config or asdict(TrainConfig()), resume)
+    """RL through the store; returns the final checkpoint folder (and leaves a summary artifact)."""
+    from flows.artifacts import training_summary
+
+    checkpoint = train_task(root, model, run_id, config or asdict(TrainConfig()), resume)
+    training_summary(ReplayStore(root), run_id, checkpoint)
+    return checkpoint
 
 
 @flow(name="evaluate")

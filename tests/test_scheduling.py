@@ -32,3 +32,16 @@ def test_annotate_measures_pass_rate_and_process() -> None:
     assert [r.pass_rate for r in result] == [1.0, 0.25, 0.0]
     assert [r.process for r in result] == [6.0, 1.5, 0.0]
     assert [r.bucket for r in result] == ["solved", "learnable", "hopeless"]
+
+
+def test_write_curriculum_keeps_learnable_in_order(tmp_path) -> None:
+    import json
+
+    from tasks.scheduling.difficulty import write_curriculum
+
+    answers = {"a": ["#1"] * 4, "b": ["#1", "#2", "#2", "#2"], "c": ["#2"] * 4, "d": ["#1", "#1", "#2", "#2"]}
+    engine = make_engine("fake", script=lambda prompt, i: answers[prompt][i])
+    rows = [problem("a", "deductive"), problem("b", "inductive"), problem("c", "causal"), problem("d", "causal")]
+    counts = write_curriculum(engine, rows, tmp_path / "c.json", k=4)
+    assert counts == {"solved": 1, "learnable": 2, "promising": 0, "hopeless": 1, "scheduled": 2}
+    assert json.loads((tmp_path / "c.json").read_text())["problem_ids"] == ["d", "b"]  # causal before inductive

@@ -48,6 +48,10 @@ class TrainConfig:
     rewards: str = opt("exact", "Reward functions with weights, e.g. 'exact:1,format:0.1'.")
     source: str = opt("", "Train on problems of this source only (default: all).")
     split: str = opt("train", "Problems split to train on.")
+    curriculum: str = opt(
+        "", "JSON file with an ordered list of problem ids (e.g. from the difficulty scheduler): each step takes "
+        "the next prompts in that order, cycling; empty = sample the split uniformly."
+    )  # fmt: skip
     igrpo_drafts: int = opt(0, "iGRPO drafts per prompt N (0 = group_size / 2); refinements = group_size - N.")
     igrpo_select: str = opt("best", "iGRPO draft selection: best | worst | random (ties: the step's RNG).")
     igrpo_template: str = opt("{question}{draft}\n{question}", "iGRPO refinement prompt; {question}, {draft}.")

@@ -64,11 +64,16 @@ class RLTrainer:
         output_dir: Path,
         engine: Engine | None = None,
         reward: CompositeReward | None = None,
+        data_watermark: dict[str, int] | None = None,
     ) -> None:
+        """`data_watermark`: commit positions of the source tables this run trains on (see
+        storage.commit_log), recorded on every checkpoint so a data-triggered retrain knows which
+        rows a checkpoint has seen."""
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.config, self.model, self.tokenizer, self.store = config, model, tokenizer, store
         self.run_id, self.output_dir = run_id, Path(output_dir)
+        self.data_watermark = dict(data_watermark or {})
         self.engine = engine or TransformersEngine(model, tokenizer, batch_size=256)
         self.exact_old_logprobs = isinstance(self.engine, TransformersEngine) and self.engine.model is model
         self.reward = reward or CompositeReward(config.reward_weights())
@@ -110,9 +115,20 @@ class RLTrainer:
         problems = rows.to_pylist()
         if not problems:
             raise ValueError(f"no problems in the store for split={self.config.split!r} source={self.config.source!r}")
+        if self.config.curriculum:
+            by_id = {p["id"]: p for p in problems}
+            ordered = json.loads(Path(self.config.curriculum).read_text())["problem_ids"]
+            problems = [by_id[i] for i in ordered if i in by_id]
+            if not problems:
+                raise ValueError(f"curriculum {self.config.curriculum} names no problem of this split/source")
         return problems
 
     def pick_problems(self, step: int, stage: str, count: int) -> list[dict]:
+        """A step's prompts: with a curriculum the next `count` in its order (the first round of a
+        step; a position derived from the step, so a resume picks the same), else a seeded sample."""
+        if self.config.curriculum and stage == "pick/0":
+            start = (step - 1) * count
+            return [self.problems[(start + i) % len(self.problems)] for i in range(count)]
         rng = random.Random(derive_seed(self.config.seed, step, stage))
         if count <= len(self.problems):
             return rng.sample(self.problems, count)
@@ -363,7 +379,9 @@ class RLTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
-        watermark = {"run_id": self.run_id, "policy_version": self.step, "table": "rollouts"}
+        watermark: dict[str, Any] = {"run_id": self.run_id, "policy_version": self.step, "table": "rollouts"}
+        if self.data_watermark:
+            watermark["data"] = self.data_watermark
         meta = CheckpointMeta(self.run_id, self.step, asdict(self.config), watermark, self.parent_checkpoint)
         path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, self.optimizer, self.scheduler)
         self.store.write("checkpoints", [{
@@ -376,5 +394,6 @@ class RLTrainer:
     def restore(self, path: Path) -> None:
         """Optimizer, scheduler and RNG states of a checkpoint (weights are loaded with the model)."""
         meta = load_meta(path)
+        self.data_watermark = dict(meta.watermark.get("data", self.data_watermark))
         load_states(path, self.optimizer, self.scheduler)
         self.step, self.parent_checkpoint = meta.step, path.name

@@ -33,9 +33,11 @@ def run_rl(
     output_dir: Path | None = None,
     resume: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    data_watermark: dict[str, int] | None = None,
 ) -> RunResult:
     """Train `run_id` to `config.steps` (with `resume`, from its last checkpoint, whose config,
-    seed included, wins over `config` except for `steps`)."""
+    seed included, wins over `config` except for `steps`). `data_watermark` is recorded on the
+    checkpoints (see RLTrainer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainers.rl import RLTrainer
@@ -50,7 +52,10 @@ def run_rl(
     if not model:
         raise ValueError("a model is required (or resume)")
     policy, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
-    trainer = RLTrainer(config, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=out)
+    trainer = RLTrainer(
+        config, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=out,
+        data_watermark=data_watermark,
+    )  # fmt: skip
     if checkpoint is not None:
         trainer.restore(checkpoint)
     path, metrics = trainer.train(config.steps, on_step)
@@ -96,7 +101,7 @@ def evaluate_model(
     where = "split = $split" + (" AND source = $source" if source else "")
     params = {"split": split, "n": limit, **({"source": source} if source else {})}
     problems = store.query(
-        f"SELECT prompt, answer, taxonomy FROM problems WHERE {where} ORDER BY id LIMIT $n", params
+        f"SELECT id, prompt, answer, taxonomy FROM problems WHERE {where} ORDER BY id LIMIT $n", params
     ).to_pylist()
     engine = TransformersEngine(model, batch_size=256)
     exact = get_reward("exact")
@@ -107,6 +112,9 @@ def evaluate_model(
     for p, s in zip(problems, scores, strict=True):
         by_task.setdefault(p["taxonomy"] or "all", []).append(float(s == 1.0))
     result: dict[str, Any] = {"n": len(scores), **_acc(scores), "per_task": {t: _acc(v) for t, v in by_task.items()}}
+    # Per-problem results, so two models on the same problems can be compared pairwise.
+    result["ids"] = [p["id"] for p in problems]
+    result["correct"] = [int(s == 1.0) for s in scores]
     head = problems[:pass_k_limit]
     sampled = engine.generate(
         [p["prompt"] for p in head], pass_k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed)

@@ -9,8 +9,10 @@ problem's pass rate with k samples from the current model, then
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tasks.engines.base import Engine, SamplingParams
 from tasks.recipes.veritime import LEVEL
@@ -64,3 +66,18 @@ def schedule(annotated: Sequence[Annotated]) -> list[dict]:
     learnable = sorted((a for a in annotated if a.bucket == "learnable"), key=lambda a: (level(a), -a.pass_rate))
     promising = sorted((a for a in annotated if a.bucket == "promising"), key=lambda a: (level(a), -a.process))
     return [a.problem for a in (*learnable, *promising)]
+
+
+def write_curriculum(
+    engine: Engine, problems: Sequence[dict], out: str | Path, *, k: int = 4, max_new_tokens: int = 48, seed: int = 0
+) -> dict[str, int]:
+    """Annotate `problems` with `engine`'s model, schedule them, and write the ordered ids as the
+    JSON file `TrainConfig.curriculum` reads. Returns the count per bucket (and `scheduled`)."""
+    annotated = annotate(engine, problems, k=k, max_new_tokens=max_new_tokens, seed=seed)
+    scheduled = schedule(annotated)
+    counts = {b: sum(a.bucket == b for a in annotated) for b in ("solved", "learnable", "promising", "hopeless")}
+    counts["scheduled"] = len(scheduled)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"problem_ids": [p["id"] for p in scheduled], "buckets": counts, "k": k}))
+    return counts
