@@ -70,3 +70,83 @@ def test_no_problem_is_both_training_and_held_out() -> None:
     }
     assert len(heldout) >= 512 and not heldout & train
     assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
+
+
+def test_evaluate_and_promote_both_branches(harness, tmp_path: Path, tiny_model_dir: Path, sft_model_dir: Path) -> None:
+    """An arith-trained candidate beats the base model (promoted); the base model as the next
+    candidate does not beat it (rejected). Both decisions are rows and reports."""
+    from flows.prefect_env import no_heartbeat
+    from flows.retrain import evaluate_and_promote
+    from storage import ReplayStore
+    from tasks.recipes.arith import ArithConfig, generate
+
+    store = ReplayStore(tmp_path / "store")
+    store.write("problems", generate(ArithConfig(n=1500, max_digits=2, seed=1))[0])
+    common = {"root": str(store.root), "step": 1, "base_model": str(tiny_model_dir), "source": "arith",
+              "limit": 64, "max_new_tokens": 12, "threshold": 10**9}  # fmt: skip
+    with no_heartbeat():
+        first = evaluate_and_promote(run_id="cand-sft", checkpoint=str(sft_model_dir), **common)
+        second = evaluate_and_promote(run_id="cand-base", checkpoint=str(tiny_model_dir), **common)
+    assert first["decision"] == "promoted" and first["generation"] == 1 and first["delta"] > first["stderr"]
+    assert second["decision"] == "rejected" and second["generation"] == 1 and second["delta"] < 0
+    rows = store.query(
+        "SELECT run_id, decision, incumbent_path, generation FROM promotions ORDER BY generation, run_id"
+    ).to_pylist()
+    assert [(r["run_id"], r["decision"], r["incumbent_path"]) for r in rows] == [
+        ("cand-base", "rejected", str(sft_model_dir)), ("cand-sft", "promoted", str(tiny_model_dir)),
+    ]  # fmt: skip
+    assert "Decision: promoted" in Path(first["report"]).read_text()
+    assert "Decision: rejected" in Path(second["report"]).read_text()
+    assert first["retrain_due_again"] is False
+
+
+def _engine(url: str) -> dict:
+    return {"name": "openai", "base_url": url, "model": "m", "max_concurrency": 2, "max_retries": 0, "backoff_s": 0.01}
+
+
+def test_engine_synthesis_respects_the_endpoint_tag_limit_and_reruns_add_nothing(harness, tmp_path: Path) -> None:
+    from flows.engine_synthesis import synthesize_with_engine
+    from flows.prefect_env import no_heartbeat
+    from storage import ReplayStore
+    from tasks.recipes.arith import ArithConfig, generate
+    from tests.procs.fake_openai import FakeOpenAI
+
+    store = ReplayStore(tmp_path / "store")
+    store.write("problems", generate(ArithConfig(n=300, seed=3))[0])
+    with FakeOpenAI(delay_s=0.05) as fake, no_heartbeat():
+        args = {"root": str(store.root), "engine": _engine(fake.url), "limit": 48, "chunk_size": 6, "k": 2,
+                "max_in_flight": 4, "engine_concurrency": 1}  # fmt: skip
+        first = synthesize_with_engine(**args)
+        assert first == {"chunks": 8, "failed": 0, "committed": 96, "calls": 8}
+        # 4 chunks were in flight, but the tag's limit of 1 let one chunk (2 requests) talk to the endpoint.
+        assert fake.max_in_flight <= 2
+        assert synthesize_with_engine(**args)["committed"] == 0  # a rerun duplicates nothing
+    assert store.query("SELECT count(*) AS n FROM rollouts WHERE run_id = 'synth-engine'").column("n")[0].as_py() == 96
+
+
+def test_engine_synthesis_breaker_stops_a_failing_run_and_keeps_what_succeeded(harness, tmp_path: Path) -> None:
+    from flows.breaker import BreakerOpen
+    from flows.engine_synthesis import synthesize_with_engine
+    from flows.prefect_env import no_heartbeat
+    from storage import ReplayStore
+    from tests.procs.fake_openai import FakeOpenAI
+
+    store = ReplayStore(tmp_path / "store")
+    assert (
+        store.write(
+            "problems",
+            [{"prompt": f"{'BAD' if i % 2 else 'ok'}-{i}", "answer": "x", "answer_type": "exact"} for i in range(40)],
+        ).committed
+        == 40
+    )
+    with FakeOpenAI(fail_prompt="BAD") as fake, no_heartbeat():
+        with pytest.raises(BreakerOpen, match="stopping this run"):
+            synthesize_with_engine(
+                root=str(store.root), engine=_engine(fake.url), limit=40, chunk_size=1, k=1, max_in_flight=2,
+                max_failure_rate=0.2, min_calls=5, chunk_retries=0,
+            )  # fmt: skip
+        asked = {r["prompt"] for r in fake.requests}
+    assert len(asked) < 20, "the breaker stopped the run well before the end"
+    kept = store.query("SELECT prompt FROM rollouts").column("prompt").to_pylist()
+    assert kept and all(p.startswith("ok") for p in kept)
+    assert set(kept) == {p for p in asked if p.startswith("ok")}, "every chunk that succeeded kept its rows"

@@ -11,8 +11,12 @@ from typing import Any
 
 
 class FakeOpenAI:
-    def __init__(self, *, fail_first: int = 0, fail_status: int = 500, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, *, fail_first: int = 0, fail_status: int = 500, delay_s: float = 0.0, fail_prompt: str = ""
+    ) -> None:
+        """`fail_prompt`: every request whose prompt contains it fails (a persistently bad input)."""
         self.fail_first, self.fail_status, self.delay_s = fail_first, fail_status, delay_s
+        self.fail_prompt = fail_prompt
         self.requests: list[dict[str, Any]] = []
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -64,7 +68,8 @@ class FakeOpenAI:
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                 try:
                     time.sleep(fake.delay_s)
-                    if number <= fake.fail_first:
+                    prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+                    if number <= fake.fail_first or (fake.fail_prompt and fake.fail_prompt in str(prompt)):
                         status, payload = fake.fail_status, {"error": "scripted failure"}
                     else:
                         status, payload = 200, fake._reply(body, chat=self.path.endswith("chat/completions"))
