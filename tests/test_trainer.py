@@ -174,3 +174,12 @@ def test_kl_to_the_reference_only_when_beta_is_positive(tiny_model_dir: Path, tm
     metrics = with_kl.train_step()
     assert with_kl.ref_model is not None and metrics["kl"] > 0, "the policy moved away from the reference"
     assert all(not p.requires_grad for p in with_kl.ref_model.parameters())
+
+
+def test_device_resolution() -> None:
+    import torch
+
+    from trainers.step_utils import resolve_device
+
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device("cuda:1") == torch.device("cuda", 1)

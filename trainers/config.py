@@ -61,6 +61,7 @@ class TrainConfig:
     compact_files: int = opt(64, "Compact the run's rollouts once its partition has this many files.")
     report_to: str = opt("none", "none | tensorboard (writes <checkpoint dir>/tb).")
     torch_threads: int = opt(0, "torch CPU threads (0 = torch's default).")
+    device: str = opt("auto", "Where the policy trains and samples: auto (cuda if available), cpu, cuda, cuda:N.")
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -110,6 +111,7 @@ class SFTConfig:
     split: str = opt("train", "sft_samples split to train on.")
     seed: int = opt(0, "Seed for batch order and init-independent randomness.")
     torch_threads: int = opt(0, "torch CPU threads (0 = torch's default).")
+    device: str = opt("auto", "Where the policy trains and samples: auto (cuda if available), cpu, cuda, cuda:N.")
 
 
 def config_help(cls: type) -> list[tuple[str, Any, str]]:

@@ -266,9 +266,11 @@ class RLTrainer:
             return 0.0
         prompts = batch.column("prompt_ids").to_pylist()
         completions = batch.column("completion_ids").to_pylist()
+        device = next(self.model.parameters()).device
         advantages = torch.tensor([a or 0.0 for a in batch.column("advantage").to_pylist()], dtype=torch.float32)
+        advantages = advantages.to(device)
         width = max(len(x) for x in completions)
-        old = pad(batch.column("logprobs").to_pylist(), width)
+        old = pad(batch.column("logprobs").to_pylist(), width).to(device)
         if not self.exact_old_logprobs:
             old = self._forward_logprobs(self.model, prompts, completions)
         ref = self._forward_logprobs(self.ref_model, prompts, completions) if self.ref_model is not None else None

@@ -51,7 +51,10 @@ def run_rl(
         model = checkpoint
     if not model:
         raise ValueError("a model is required (or resume)")
-    policy, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+    from trainers.step_utils import resolve_device
+
+    policy = AutoModelForCausalLM.from_pretrained(model).to(resolve_device(config.device))
+    tokenizer = AutoTokenizer.from_pretrained(model)
     trainer = RLTrainer(
         config, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=out,
         data_watermark=data_watermark,
@@ -75,7 +78,10 @@ def run_sft_to(
     where = "split = $split" + (" AND source = $source" if config.source else "")
     params = {"split": config.split, **({"source": config.source} if config.source else {})}
     samples = store.query(f"SELECT prompt, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id", params)
-    policy, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+    from trainers.step_utils import resolve_device
+
+    policy = AutoModelForCausalLM.from_pretrained(model).to(resolve_device(config.device))
+    tokenizer = AutoTokenizer.from_pretrained(model)
     history = run_sft(config, model=policy, tokenizer=tokenizer, samples=samples.to_pylist(), log=on_step)
     out = Path(out)
     policy.save_pretrained(out, safe_serialization=True)

@@ -12,6 +12,13 @@ import torch
 from trainers.config import TrainConfig
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when torch sees a GPU, else cpu; anything else as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def derive_seed(seed: int, step: int, stage: str) -> int:
     """A 63-bit seed for (seed, step, stage): independent of how many steps ran before."""
     digest = hashlib.blake2b(f"{seed}/{step}/{stage}".encode(), digest_size=8).digest()
