@@ -12,6 +12,7 @@ from flows.cli_serve import check_retrain_command, serve
 from flows.cli_store import RootOption
 from flows.cli_store import app as store_app
 from flows.cli_synth import app as synth_app
+from flows.cli_train import rollout_worker as rollout_worker_command
 from flows.cli_train import sft as sft_command
 from flows.cli_train import train as train_command
 
@@ -26,6 +27,7 @@ app.add_typer(synth_app, name="synth")
 app.command("generate")(generate_command)
 app.command("train")(train_command)
 app.command("sft")(sft_command)
+app.command("rollout-worker")(rollout_worker_command)
 app.command("serve")(serve)
 app.command("check-retrain")(check_retrain_command)
 

@@ -44,10 +44,15 @@ def train(
     model: Annotated[str, typer.Option(help="Initial policy (folder or HF id); ignored with --resume.")] = "",
     resume: Annotated[bool, typer.Option(help="Continue the run from its last checkpoint up to --steps.")] = False,
     output_dir: Annotated[Path | None, typer.Option(help="Checkpoints (default <root>/checkpoints/<run-id>).")] = None,
+    async_mode: Annotated[
+        bool, typer.Option("--async", help="Train on rollouts that `reasonloop rollout-worker` processes commit.")
+    ] = False,
     root: RootOption = None,
     **config: Any,
 ) -> None:
     """RL on problems already in the store (GRPO, Dr. GRPO, DAPO, GSPO, iGRPO)."""
+    if async_mode:
+        config["async_rollouts"] = True
     quiet_transformers()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -97,3 +102,22 @@ def sft(
         f"sft: {cfg.steps} steps on {result.final_metrics['samples']:.0f} samples, "
         f"final loss {result.final_metrics['loss']:.4f}; model in {out}"
     )
+
+
+def rollout_worker(
+    run_id: Annotated[str, typer.Option(help="The async training run to sample for.")],
+    worker_id: Annotated[str, typer.Option(help="This worker's name (in every group it commits).")] = "0",
+    rounds_per_version: Annotated[int, typer.Option(help="Rounds of groups per published version.")] = 2,
+    wait_timeout_s: Annotated[float, typer.Option(help="Exit when no new version appears for this long.")] = 300.0,
+    root: RootOption = None,
+) -> None:
+    """Sample groups for an async run from its newest published weights (model and settings come
+    from the store: the run's newest registered checkpoint) and commit them, until the run ends."""
+    quiet_transformers()
+    from storage import ReplayStore
+    from trainers.rollout_worker import run_worker
+
+    stats = run_worker(ReplayStore(root), run_id, worker_id, rounds_per_version=rounds_per_version,
+                       wait_timeout_s=wait_timeout_s, on_round=lambda s: typer.echo(
+                           f"worker {worker_id}: version {s.last_version}, {s.groups} groups", err=True))  # fmt: skip
+    typer.echo(f"worker {worker_id}: {stats.groups} groups over {stats.versions_loaded} versions")

@@ -51,3 +51,15 @@ def sft_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory: pytest.TempPathFactory):
+    """Prefect's test harness (a temporary server, ~11 s to start), once per test session."""
+    from flows.prefect_env import configure_prefect
+
+    configure_prefect(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

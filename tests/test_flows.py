@@ -7,17 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from flows.prefect_env import configure_prefect
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory):
-    configure_prefect(tmp_path_factory.mktemp("prefect-home"))
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
 
 def test_demo_quick_runs_end_to_end_through_the_store(harness, tmp_path: Path) -> None:
     from flows.demo import demo

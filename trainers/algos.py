@@ -111,42 +111,59 @@ def _token_ratio(logp: torch.Tensor, old: torch.Tensor, mask: torch.Tensor) -> t
     return torch.exp((logp - old).clamp(-20, 20)) * mask + (~mask).float()
 
 
+def _weighted(per_token: torch.Tensor, is_weights: torch.Tensor | None) -> torch.Tensor:
+    """Per-token importance weights (B, T), constants (no gradient), for rows sampled by another
+    policy version: the loss of each token is scaled by min(π_old / π_sampler, cap)."""
+    return per_token if is_weights is None else per_token * is_weights.detach()
+
+
 def register_loss(name: str) -> Callable[[LossFn], LossFn]:
     return POLICY_LOSSES.register(name)
 
 
 @register_loss("grpo")
-def grpo_loss(logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None) -> LossOutput:
+def grpo_loss(
+    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None
+) -> LossOutput:
     """Sequence-mean of token-mean. logp, old_logp, mask: (B, T); adv: (B,)."""
     ratio = _token_ratio(logp, old_logp, mask)
     per_token, low, high = _surrogate(ratio, adv[:, None], mask, clip, dual_clip)
+    per_token = _weighted(per_token, is_weights)
     lengths = mask.sum(-1).clamp(min=1)
     loss = ((per_token * mask).sum(-1) / lengths).mean()
     return _output(loss, ratio, mask, low, high)
 
 
 @register_loss("dr_grpo")
-def dr_grpo_loss(logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None) -> LossOutput:
+def dr_grpo_loss(
+    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None
+) -> LossOutput:
     """Sequence-mean of token-sum / L_max (a constant: no length bias). `max_len` is L_max."""
     if not max_len:
         raise ValueError("dr_grpo needs max_len (the max completion length)")
     ratio = _token_ratio(logp, old_logp, mask)
     per_token, low, high = _surrogate(ratio, adv[:, None], mask, clip, dual_clip)
+    per_token = _weighted(per_token, is_weights)
     loss = ((per_token * mask).sum(-1) / max_len).mean()
     return _output(loss, ratio, mask, low, high)
 
 
 @register_loss("dapo")
-def dapo_loss(logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None) -> LossOutput:
+def dapo_loss(
+    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None
+) -> LossOutput:
     """Token-mean over the whole batch (every token weighs the same, long answers included)."""
     ratio = _token_ratio(logp, old_logp, mask)
     per_token, low, high = _surrogate(ratio, adv[:, None], mask, clip, dual_clip)
+    per_token = _weighted(per_token, is_weights)
     loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
     return _output(loss, ratio, mask, low, high)
 
 
 @register_loss("gspo")
-def gspo_loss(logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None) -> LossOutput:
+def gspo_loss(
+    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None
+) -> LossOutput:
     """GSPO-token: s_i = exp(mean_t log ρ_i,t) per sequence, used with a stop-gradient times the
     token ratio exp(logp - sg(logp)) so each token carries its gradient; clipped on s_i."""
     log_ratio = (logp - old_logp) * mask
@@ -155,6 +172,7 @@ def gspo_loss(logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max
     token_ratio = torch.exp(seq_log_ratio.detach()[:, None] + logp - logp.detach())  # value s_i, grad of logp
     token_ratio = token_ratio * mask + (~mask).float()
     per_token, low, high = _surrogate(token_ratio, adv[:, None], mask, clip, dual_clip)
+    per_token = _weighted(per_token, is_weights)
     loss = ((per_token * mask).sum(-1) / lengths).mean()
     return _output(loss, token_ratio, mask, low, high)
 

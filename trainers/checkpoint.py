@@ -8,7 +8,7 @@ import os
 import random
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ class CheckpointMeta:
     config: dict[str, Any]  # the run's TrainConfig (the seed comes from here on resume)
     watermark: dict[str, Any]  # which rows trained it: run, last policy_version, rollout file names
     parent: str | None = None  # previous checkpoint folder name
+    state: dict[str, Any] = field(default_factory=dict)  # trainer bookkeeping (async: rollout usage counts)
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -51,9 +52,13 @@ def save_checkpoint(
         "python_rng": random.getstate(),
     }, tmp / STATE_FILE)  # fmt: skip
     (tmp / META_FILE).write_text(json.dumps(asdict(meta), indent=1))
-    if final.exists():  # a rerun of the same step: the new one replaces it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # a rerun of the same step: move the old one aside first, so `final` is
+        trash = output_dir / f".old-{final.name}-{uuid.uuid4().hex[:8]}"  # never a half-deleted folder
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     return final
 
 

@@ -44,7 +44,12 @@ class TrainConfig:
     dynamic_sampling: bool = opt(False, "DAPO dynamic sampling: drop zero-variance groups, refill (on for dapo).")
     max_refill_rounds: int = opt(3, "Cap on extra generation rounds per step for dynamic sampling.")
     replay_groups: int = opt(0, "Also train on this many earlier groups per step (replay), IS-corrected.")
-    max_staleness: int = opt(1, "Replayed rows need policy_version >= current - k (k = this).")
+    max_staleness: int = opt(1, "Replayed/async rows need policy_version >= current - k (k = this; 0 = on-policy).")
+    async_rollouts: bool = opt(False, "Consume rollouts committed by `reasonloop rollout-worker` processes.")
+    publish_every: int = opt(1, "Async: publish the weights (a registered checkpoint) every M steps for workers.")
+    max_uses: int = opt(1, "Async: a rollout group trains at most R times (R > 1: replay, usage tracked).")
+    is_cap: float = opt(2.0, "Async: cap of the importance weight π_old/π_sampler per token (TRL's vLLM correction).")
+    wait_timeout_s: float = opt(300.0, "Async: fail when no eligible rollouts arrive for this long.")
     rewards: str = opt("exact", "Reward functions with weights, e.g. 'exact:1,format:0.1'.")
     source: str = opt("", "Train on problems of this source only (default: all).")
     split: str = opt("train", "Problems split to train on.")
@@ -72,6 +77,11 @@ class TrainConfig:
             raise ValueError("igrpo needs 1 <= igrpo_drafts < group_size")
         if self.igrpo_select not in ("best", "worst", "random"):
             raise ValueError("igrpo_select must be best, worst or random")
+        if self.async_rollouts and self.max_staleness < self.publish_every - 1:
+            raise ValueError(
+                f"async: max_staleness {self.max_staleness} < publish_every - 1 = {self.publish_every - 1}: the trainer "
+                "would wait for a policy version the workers never get"
+            )
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError("lr_schedule must be constant, linear or cosine")
 

@@ -269,10 +269,8 @@ class RLTrainer:
         device = next(self.model.parameters()).device
         advantages = torch.tensor([a or 0.0 for a in batch.column("advantage").to_pylist()], dtype=torch.float32)
         advantages = advantages.to(device)
-        width = max(len(x) for x in completions)
-        old = pad(batch.column("logprobs").to_pylist(), width).to(device)
-        if not self.exact_old_logprobs:
-            old = self._forward_logprobs(self.model, prompts, completions)
+        old, is_weights = self.old_logprobs(batch, prompts, completions, metrics)
+        old = old.to(device)
         ref = self._forward_logprobs(self.ref_model, prompts, completions) if self.ref_model is not None else None
         rng = random.Random(derive_seed(c.seed, step, "shuffle"))
         losses, lows, highs, norms, kls, entropies = [], [], [], [], [], []
@@ -291,6 +289,7 @@ class RLTrainer:
                     out = self.loss_fn(
                         scored.logprobs, old[micro, :t], advantages[micro], scored.mask,
                         clip=self.clip, dual_clip=c.dual_clip or None, max_len=c.max_completion_length,
+                        is_weights=is_weights[micro, :t] if is_weights is not None else None,
                     )  # fmt: skip
                     loss = out.loss
                     if ref is not None:
@@ -318,6 +317,15 @@ class RLTrainer:
             metrics["kl"] = sum(kls) / len(kls)
         return sum(losses) / len(losses)
 
+    def old_logprobs(
+        self, batch: pa.Table, prompts: list, completions: list, metrics: dict[str, float]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """π_old of the loss's ratio (B, T), and per-token importance weights or None. Here: the
+        stored sampling logprobs when they are exact for this policy, else recomputed."""
+        if not self.exact_old_logprobs:
+            return self._forward_logprobs(self.model, prompts, completions), None
+        return pad(batch.column("logprobs").to_pylist(), max(len(x) for x in completions)), None
+
     @torch.no_grad()
     def _forward_logprobs(self, model: Any, prompts: list, completions: list) -> torch.Tensor:
         return completion_logprobs(
@@ -340,7 +348,8 @@ class RLTrainer:
             lr=self.scheduler.get_last_lr()[0], step_time=time.perf_counter() - start, rollout_time=rollout_s,
             generation_calls=self.generation_calls - gen_before,
         )  # fmt: skip
-        metrics["tokens_per_s"] = metrics["completion_tokens"] / max(self.timings.get("generate", 0.0), 1e-9)
+        if self.timings.get("generate"):  # the async trainer generates nothing itself
+            metrics["tokens_per_s"] = metrics["completion_tokens"] / self.timings["generate"]
         self.step = step
         with self.timed("store_write"):
             self._maybe_compact()
@@ -371,6 +380,7 @@ class RLTrainer:
                 raise ImportError("--report-to tensorboard needs: pip install tensorboard") from exc
             self.tb = SummaryWriter(str(self.output_dir / "tb"))
         metrics: dict[str, float] = {}
+        self.before_training()
         while self.step < until_step:
             metrics = self.train_step()
             if on_step:
@@ -379,12 +389,17 @@ class RLTrainer:
                 self.save()
         return self.save(), metrics
 
+    def before_training(self) -> None:
+        """Called once by `train` before its first step (the async trainer publishes weights here)."""
+
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
         watermark: dict[str, Any] = {"run_id": self.run_id, "policy_version": self.step, "table": "rollouts"}
         if self.data_watermark:
             watermark["data"] = self.data_watermark
-        meta = CheckpointMeta(self.run_id, self.step, asdict(self.config), watermark, self.parent_checkpoint)
+        meta = CheckpointMeta(
+            self.run_id, self.step, asdict(self.config), watermark, self.parent_checkpoint, self.checkpoint_state()
+        )
         path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, self.optimizer, self.scheduler)
         self.store.write("checkpoints", [{
             "step": self.step, "path": str(path), "watermark": json.dumps(watermark),
@@ -399,3 +414,11 @@ class RLTrainer:
         self.data_watermark = dict(meta.watermark.get("data", self.data_watermark))
         load_states(path, self.optimizer, self.scheduler)
         self.step, self.parent_checkpoint = meta.step, path.name
+        self.load_checkpoint_state(meta.state)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Bookkeeping saved with (and restored from) each checkpoint; subclasses extend it."""
+        return {}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        pass

@@ -55,6 +55,8 @@ def run_rl(
 
     policy = AutoModelForCausalLM.from_pretrained(model).to(resolve_device(config.device))
     tokenizer = AutoTokenizer.from_pretrained(model)
+    if config.async_rollouts:
+        from trainers.async_trainer import AsyncRLTrainer as RLTrainer  # rollouts from worker processes
     trainer = RLTrainer(
         config, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=out,
         data_watermark=data_watermark,

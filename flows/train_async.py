@@ -1,0 +1,101 @@
+"""`train_async`: the async trainer and N rollout workers as processes, watched by a Prefect flow.
+
+The flow starts `reasonloop train --async` and `reasonloop rollout-worker` processes (each in its
+own process group), restarts a worker that dies (up to `max_restarts` in all) and resumes a trainer
+that dies (from its last checkpoint, same budget), and stops every process by PID when the trainer
+finishes or the flow fails. The PIDs are written to `<output_dir>/processes.json` for operators.
+Training itself is one process, not a task per step: Prefect watches, it is not in the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.local_server import stop_process
+from trainers.config import TrainConfig
+
+
+def _options(config: TrainConfig) -> list[str]:
+    """TrainConfig as `reasonloop train` options (the CLI is generated from the same fields)."""
+    out = []
+    for f in fields(TrainConfig):
+        value = getattr(config, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+@flow(name="train_async")
+def train_async(
+    root: str, model: str, run_id: str, config: dict[str, Any] | None = None, workers: int = 1,
+    rounds_per_version: int = 2, max_restarts: int = 3, poll_s: float = 0.5, output_dir: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    """Train `run_id` asynchronously; returns the final checkpoint, restarts and process exit codes."""
+    logger = get_run_logger()
+    cfg = TrainConfig(**{**(config or {}), "async_rollouts": True})
+    out = Path(output_dir) if output_dir else Path(root) / "checkpoints" / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    common = ["--root", root]
+    trainer_args = ["train", "--run-id", run_id, "--model", model, "--output-dir", str(out), *common, *_options(cfg)]
+    trainer = _spawn(trainer_args, out / "trainer.log")
+
+    def worker(i: int) -> subprocess.Popen:
+        return _spawn(["rollout-worker", "--run-id", run_id, "--worker-id", str(i),
+                       "--rounds-per-version", str(rounds_per_version), *common], out / f"worker-{i}.log")  # fmt: skip
+
+    pool = {i: worker(i) for i in range(workers)}
+    restarts = {"workers": 0, "trainer": 0}
+
+    def record() -> None:
+        pids = {"trainer": trainer.pid, "workers": {str(i): p.pid for i, p in pool.items()}, "restarts": restarts}
+        (out / "processes.json").write_text(json.dumps(pids))
+
+    record()
+    try:
+        while True:
+            code = trainer.poll()
+            if code == 0:
+                break
+            if code is not None:  # the trainer died: resume it from its last checkpoint
+                if sum(restarts.values()) >= max_restarts:
+                    raise RuntimeError(f"trainer exited with {code}; restart budget spent (see {out / 'trainer.log'})")
+                restarts["trainer"] += 1
+                logger.warning("trainer exited with %s; resuming from its last checkpoint", code)
+                trainer = _spawn([*trainer_args, "--resume"], out / "trainer.log")
+                record()
+            for i, proc in list(pool.items()):
+                code = proc.poll()
+                if code is not None and code != 0:
+                    if sum(restarts.values()) >= max_restarts:
+                        raise RuntimeError(f"worker {i} exited with {code}; restart budget spent")
+                    restarts["workers"] += 1
+                    logger.warning("worker %s exited with %s; restarting it", i, code)
+                    pool[i] = worker(i)
+                    record()
+            time.sleep(poll_s)
+    finally:
+        stop_process(trainer)
+        for proc in pool.values():
+            stop_process(proc)
+    from trainers.checkpoint import latest_checkpoint
+
+    final = latest_checkpoint(out)
+    return {"checkpoint": str(final), "restarts": restarts, "config": asdict(cfg)}

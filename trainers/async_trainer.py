@@ -1,0 +1,136 @@
+"""The trainer in async mode: rollouts come from worker processes through the store.
+
+    workers (trainers/rollout_worker.py)           trainer (this file)
+    load newest published weights (version v)      wait for enough eligible groups in the store
+    sample + score groups, commit them         ->  eligible: policy_version >= step - k, complete,
+      tagged policy_version = v                    used < R times, reward variance > 0 (DAPO)
+                                                   train with truncated IS weights, then every M
+                                               <-  steps publish weights (a registered checkpoint)
+
+Which groups trained, and how often, is trainer state saved inside every checkpoint (atomically
+with the weights): a resumed trainer forgets what it consumed after its last checkpoint — those
+updates were lost with the process — so those rows train again, once, and nothing committed is lost
+or counted twice in the lineage of the final weights. Groups that are not eligible stay in the store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from trainers.rl import RLTrainer
+from trainers.step_utils import pad
+
+
+class StaleRowError(AssertionError):
+    """A consumed row broke the staleness bound (a bug, never a data condition)."""
+
+
+class AsyncRLTrainer(RLTrainer):
+    def __init__(self, *args: Any, poll_s: float = 0.2, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Publishing is checkpointing: every M steps (and at the end) `train` saves and registers
+        # (publish_every replaces save_every in async mode).
+        self.config = replace(self.config, save_every=max(1, self.config.publish_every))
+        self.poll_s = poll_s
+        self.usage: dict[str, int] = {}  # group_id -> times trained
+        self.stale_seen: set[str] = set()  # unused groups already counted as skipped for staleness
+        self.exact_old_logprobs = False  # rows come from other processes: π_old is always recomputed
+
+    # ------------------------------------------------------------------ state
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"usage": self.usage, "stale_seen": sorted(self.stale_seen)}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.usage = {k: int(v) for k, v in state.get("usage", {}).items()}
+        self.stale_seen = set(state.get("stale_seen", []))
+
+    def before_training(self) -> None:
+        if self.step == 0 and not list(self.output_dir.glob("checkpoint-000000")):
+            self.save()  # version 0: what the workers start from
+
+    # ------------------------------------------------------------------ the buffer
+    def buffer_groups(self) -> list[dict]:
+        """One row per complete-or-not group of this run: version, size, reward spread."""
+        return self.store.query(
+            "SELECT group_id, min(policy_version) AS version, count(*) AS n, "
+            "coalesce(stddev_pop(reward), 0) AS spread FROM rollouts "
+            "WHERE run_id = $run AND stage = 'single' AND reward IS NOT NULL GROUP BY group_id",
+            {"run": self.run_id},
+        ).to_pylist()
+
+    def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
+        c = self.config
+        low = max(0, step - c.max_staleness)
+        need = c.prompts_per_step
+        start, polls = time.perf_counter(), 0
+        first_short: int | None = None
+        while True:
+            with self.timed("store_read"):
+                groups = self.buffer_groups()
+            complete = [g for g in groups if g["n"] >= c.group_size]
+            fresh = [g for g in complete if g["version"] >= low and self.usage.get(g["group_id"], 0) < c.max_uses]
+            spread = [g for g in fresh if g["spread"] > 0] if c.uses_dynamic_sampling else fresh
+            if first_short is None:
+                first_short = max(0, need - len(spread))
+            if len(spread) >= need:
+                break
+            if time.perf_counter() - start > c.wait_timeout_s:
+                raise TimeoutError(
+                    f"step {step + 1}: {len(spread)} of {need} eligible groups after {c.wait_timeout_s:.0f} s "
+                    f"(policy_version >= {low}); are rollout workers running for run {self.run_id!r}?"
+                )
+            polls += 1
+            time.sleep(self.poll_s)
+        # Least used first, then the freshest; the group id breaks ties so the choice is reproducible.
+        chosen = sorted(spread, key=lambda g: (self.usage.get(g["group_id"], 0), -g["version"], g["group_id"]))[:need]
+        for g in chosen:
+            self.usage[g["group_id"]] = self.usage.get(g["group_id"], 0) + 1
+        stale = [g for g in complete if g["version"] < low and g["group_id"] not in self.usage]
+        new_stale = [g for g in stale if g["group_id"] not in self.stale_seen]
+        self.stale_seen.update(g["group_id"] for g in new_stale)
+        with self.timed("store_read"):
+            batch = self.store.query(
+                "SELECT * FROM rollouts WHERE run_id = $run AND list_contains($groups, group_id) "
+                "ORDER BY group_id, sample_idx",
+                {"run": self.run_id, "groups": [g["group_id"] for g in chosen]},
+            )
+        self.files_since_compaction = self.store.delta_file_count("rollouts", f"run_id={self.run_id}")
+        versions = batch.column("policy_version").to_pylist()
+        if min(versions) < low:  # the bound, asserted on every consumed row
+            raise StaleRowError(f"step {step + 1}: consumed policy_version {min(versions)} < {low}")
+        uses = [self.usage[g["group_id"]] for g in chosen]
+        metrics.update({
+            "async/staleness_mean": step - sum(versions) / len(versions), "async/staleness_max": float(step - min(versions)),
+            "async/min_version": float(min(versions)),
+            "async/wait_s": time.perf_counter() - start, "async/polls": float(polls),
+            "async/rows_waited_for": float((first_short or 0) * c.group_size),
+            "async/rows_skipped_stale": float(sum(g["n"] for g in new_stale)),
+            "async/groups_zero_variance_left": float(len(fresh) - len(spread)),
+            "async/reuse_mean": sum(uses) / len(uses), "async/reused_groups": float(sum(u > 1 for u in uses)),
+            "sequences_generated": 0.0,
+        })  # fmt: skip
+        return batch
+
+    # ------------------------------------------------------------------ the loss's π_old
+    def old_logprobs(
+        self, batch: pa.Table, prompts: list, completions: list, metrics: dict[str, float]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """π_old recomputed under the current weights; per-token weights min(π_old / π_sampler, cap)
+        against the logprobs the worker stored (TRL's truncated correction for vLLM samples)."""
+        old = self._forward_logprobs(self.model, prompts, completions).cpu()
+        sampled = pad(batch.column("logprobs").to_pylist(), old.shape[1])
+        mask = pad([[1.0] * len(x) for x in completions], old.shape[1]).bool()
+        ratio = torch.exp((old - sampled).clamp(-20, 20))
+        weights = torch.where(mask, ratio.clamp(max=self.config.is_cap), torch.zeros_like(ratio))
+        on = ratio[mask]
+        metrics.update({
+            "async/is_ratio_mean": on.mean().item(), "async/is_ratio_max": on.max().item(),
+            "async/is_ratio_min": on.min().item(), "async/is_truncated_frac": (on > self.config.is_cap).float().mean().item(),
+        })  # fmt: skip
+        device = next(self.model.parameters()).device
+        return old, weights.to(device)

@@ -1,0 +1,100 @@
+"""A rollout worker: a separate process that samples for an async training run through the store.
+
+Loop: find the run's newest registered checkpoint (the trainer publishes one every M steps, written
+to a temp folder and renamed, registered only after the rename, so a worker never loads a
+half-written one) -> load its weights and its TrainConfig -> sample `prompts_per_step` groups of
+`group_size`, score them, compute group advantages, commit them tagged with that checkpoint's step
+as `policy_version` -> repeat until it has committed `rounds_per_version` steps' worth of usable
+groups for this version (with DAPO's dynamic sampling, only groups whose rewards differ count; at
+most `rounds_per_version * (1 + max_refill_rounds)` rounds) — backpressure, so a worker does not
+run far ahead of the trainer. It stops when the published version reaches the
+run's final step. Each worker writes only its own files (the worker id is in every group's salt).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from storage import ReplayStore
+from trainers.checkpoint import load_meta
+from trainers.config import TrainConfig
+
+
+@dataclass
+class WorkerStats:
+    versions_loaded: int = 0
+    rounds: int = 0
+    groups: int = 0
+    last_version: int = -1
+
+
+def newest_published(store: ReplayStore, run_id: str) -> tuple[int, Path] | None:
+    rows = store.query(
+        "SELECT step, path FROM checkpoints WHERE run_id = $r ORDER BY step DESC LIMIT 1", {"r": run_id}
+    ).to_pylist()
+    return (rows[0]["step"], Path(rows[0]["path"])) if rows else None
+
+
+def count_useful(rows: list[dict], dynamic_sampling: bool) -> int:
+    """Groups the trainer can use: all of them, or with DAPO's dynamic sampling only those whose
+    rewards differ (the others stay in the store, unused)."""
+    by_group: dict[str, set] = {}
+    for row in rows:
+        by_group.setdefault(row["group_id"], set()).add(row["reward"])
+    return sum(1 for rewards in by_group.values() if not dynamic_sampling or len(rewards) > 1)
+
+
+def run_worker(
+    store: ReplayStore, run_id: str, worker_id: str, *, rounds_per_version: int = 2, poll_s: float = 0.2,
+    wait_timeout_s: float = 300.0, on_round: Callable[[WorkerStats], None] | None = None,
+) -> WorkerStats:  # fmt: skip
+    """Sample for `run_id` until its final version is published (or nothing new for `wait_timeout_s`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.rl import RLTrainer
+    from trainers.step_utils import resolve_device
+
+    stats = WorkerStats()
+    sampler: Any = None
+    produced, useful, max_rounds, idle_since = 0, 0, 0, time.monotonic()
+    while True:
+        newest = newest_published(store, run_id)
+        if newest is not None and newest[0] > stats.last_version:
+            version, path = newest
+            config = TrainConfig(**load_meta(path).config)
+            if version >= config.steps:
+                return stats  # the run is finished
+            model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(config.device))
+            if sampler is None:
+                sampler = RLTrainer(
+                    config, model=model, tokenizer=AutoTokenizer.from_pretrained(path), store=store, run_id=run_id,
+                    output_dir=Path(tempfile.mkdtemp(prefix=f"worker-{worker_id}-")),
+                )  # fmt: skip
+                sampler.producer = f"rollout-worker:{worker_id}"
+            else:
+                sampler.model.load_state_dict(model.state_dict())
+            stats.last_version, stats.versions_loaded, produced, useful = version, stats.versions_loaded + 1, 0, 0
+            max_rounds = rounds_per_version * (1 + config.max_refill_rounds)
+            idle_since = time.monotonic()
+        if sampler is None or useful >= rounds_per_version * sampler.config.prompts_per_step or produced >= max_rounds:
+            if time.monotonic() - idle_since > wait_timeout_s:
+                raise TimeoutError(f"worker {worker_id}: no new version of {run_id!r} for {wait_timeout_s:.0f} s")
+            time.sleep(poll_s)
+            continue
+        c = sampler.config
+        stage = f"worker/{worker_id}/{produced}"
+        problems = sampler.pick_problems(stats.last_version + 1, stage, c.prompts_per_step)
+        *_, rows = sampler.commit_groups(
+            problems, c.group_size, stats.last_version, "single", salt=f"{worker_id}/{produced}"
+        )
+        produced += 1
+        useful += count_useful(rows, c.uses_dynamic_sampling)
+        stats.rounds += 1
+        stats.groups += len(problems)
+        if on_round:
+            on_round(stats)
