@@ -107,7 +107,7 @@ def sft(
 def rollout_worker(
     run_id: Annotated[str, typer.Option(help="The async training run to sample for.")],
     worker_id: Annotated[str, typer.Option(help="This worker's name (in every group it commits).")] = "0",
-    rounds_per_version: Annotated[int, typer.Option(help="Rounds of groups per published version.")] = 2,
+    rounds_per_version: Annotated[int, typer.Option(help="Steps' worth of usable groups per published version.")] = 1,
     wait_timeout_s: Annotated[float, typer.Option(help="Exit when no new version appears for this long.")] = 300.0,
     root: RootOption = None,
 ) -> None:

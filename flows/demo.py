@@ -21,12 +21,14 @@ from typing import Any
 
 from prefect import flow
 
+from flows.artifacts import training_summary
 from flows.pipelines import build_model_task, evaluate_task, schedule_task, sft_task, synthesize, train_task
 from flows.progress import bar
 from flows.report import write_report
 from storage import ReplayStore
 from tasks.recipes.veritime import VeriTimeConfig
 from trainers.config import SFTConfig, TrainConfig
+from trainers.evaluate import paired_gain
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,11 @@ def demo(root: str, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         "difficulty schedule": info_schedule if settings.schedule_pool else "off",
     }  # fmt: skip
     report = write_report(work / "report", store, rl_run=rl_run, sft_run=sft_run, evals=evals, info=info)
+    gain = paired_gain(evals["rl"], evals["sft"])
+    training_summary(store, rl_run, checkpoint, [
+        f"- held-out accuracy: SFT {100 * evals['sft']['accuracy']:.1f}% -> RL {100 * evals['rl']['accuracy']:.1f}% "
+        f"({100 * gain.delta:+.1f} ± {100 * gain.stderr:.1f} points, paired SE)", f"- report: `{report}`",
+    ])  # fmt: skip
     stages(7, "demo: done")
     return {
         "report": str(report),

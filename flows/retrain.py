@@ -14,6 +14,7 @@ Import after `flows.prefect_env.configure_prefect`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ def evaluate_and_promote(
     generation = record_decision(
         store, run_id=run_id, candidate_id=checkpoint_id(run_id, int(step)), candidate_path=checkpoint,
         incumbent=incumbent, decision=decision, candidate_eval=candidate_eval, incumbent_eval=incumbent_eval,
-        watermark={"checkpoint": (watermark.to_pylist() or [None])[0]}, report=str(report),
+        watermark=json.loads((watermark.to_pylist() or ["{}"])[0] or "{}"), report=str(report),
     )  # fmt: skip
     create_markdown_artifact(
         "\n".join(lines) + f"\n\nReport: `{report}`", key=artifact_key("promotion", run_id), description="decision"

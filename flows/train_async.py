@@ -46,7 +46,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
 @flow(name="train_async")
 def train_async(
     root: str, model: str, run_id: str, config: dict[str, Any] | None = None, workers: int = 1,
-    rounds_per_version: int = 2, max_restarts: int = 3, poll_s: float = 0.5, output_dir: str = "",
+    rounds_per_version: int = 1, max_restarts: int = 3, poll_s: float = 0.5, output_dir: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     """Train `run_id` asynchronously; returns the final checkpoint, restarts and process exit codes."""
     logger = get_run_logger()
@@ -95,7 +95,12 @@ def train_async(
         stop_process(trainer)
         for proc in pool.values():
             stop_process(proc)
+    from flows.artifacts import training_summary
+    from storage import ReplayStore
     from trainers.checkpoint import latest_checkpoint
 
     final = latest_checkpoint(out)
+    training_summary(ReplayStore(root), run_id, str(final), [
+        f"- async: {workers} rollout worker(s), staleness bound k = {cfg.max_staleness}, restarts {restarts}",
+    ])  # fmt: skip
     return {"checkpoint": str(final), "restarts": restarts, "config": asdict(cfg)}

@@ -77,3 +77,24 @@ def rows_after(table_dir: Path, seq: int) -> tuple[int, int]:
     """(rows committed after position `seq`, the newest position)."""
     entries = read_commits(table_dir)
     return sum(e.rows for e in entries[seq:]), len(entries)
+
+
+def tail_commits(table_dir: Path, offset: int = 0) -> tuple[list[tuple[str, int]], int]:
+    """(file, rows) of the complete lines after byte `offset`, and the offset after them: a reader
+    that follows the log (a consumer of new batches) reads only what is new since its last call.
+    A file may appear twice (see read_commits); consumers must be idempotent per file."""
+    path = table_dir / COMMIT_LOG
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1  # a torn last line waits for the next call
+    out = []
+    for line in data[:end].splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        out.append((record["file"], int(record["rows"])))
+    return out, offset + end

@@ -20,8 +20,10 @@ from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
+from trainers.group_index import GroupIndex
 from trainers.rl import RLTrainer
 from trainers.step_utils import pad
 
@@ -40,6 +42,7 @@ class AsyncRLTrainer(RLTrainer):
         self.usage: dict[str, int] = {}  # group_id -> times trained
         self.stale_seen: set[str] = set()  # unused groups already counted as skipped for staleness
         self.exact_old_logprobs = False  # rows come from other processes: π_old is always recomputed
+        self.index: GroupIndex | None = None
 
     # ------------------------------------------------------------------ state
     def checkpoint_state(self) -> dict[str, Any]:
@@ -55,13 +58,30 @@ class AsyncRLTrainer(RLTrainer):
 
     # ------------------------------------------------------------------ the buffer
     def buffer_groups(self) -> list[dict]:
-        """One row per complete-or-not group of this run: version, size, reward spread."""
-        return self.store.query(
-            "SELECT group_id, min(policy_version) AS version, count(*) AS n, "
-            "coalesce(stddev_pop(reward), 0) AS spread FROM rollouts "
-            "WHERE run_id = $run AND stage = 'single' AND reward IS NOT NULL GROUP BY group_id",
-            {"run": self.run_id},
-        ).to_pylist()
+        """One row per group of this run: version, size, whether its rewards differ (read from the
+        files committed since the last poll, see trainers/group_index.py)."""
+        if self.index is None:
+            self.index = GroupIndex(self.store, self.run_id)
+        self.index.refresh()
+        return [
+            {"group_id": g, "version": info.version, "n": info.size, "spread": float(info.spread)}
+            for g, info in self.index.groups.items()
+        ]
+
+    def read_groups(self, group_ids: list[str]) -> pa.Table:
+        """The rows of these groups, from the files the index saw them in (no listing, no scan);
+        a file compacted away since falls back to one query."""
+        files = sorted({f for g in group_ids for f in self.index.groups[g].files})
+        try:
+            rows = self.store.read_files("rollouts", files)
+        except FileNotFoundError:
+            rows = self.store.query(
+                "SELECT * FROM rollouts WHERE run_id = $run AND list_contains($groups, group_id)",
+                {"run": self.run_id, "groups": group_ids},
+            )
+        keep = pc.and_(pc.is_in(rows.column("group_id"), pa.array(group_ids)), pc.equal(rows.column("stage"), "single"))
+        rows = rows.filter(keep)
+        return rows.take(pc.sort_indices(rows, [("group_id", "ascending"), ("sample_idx", "ascending")]))
 
     def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
         c = self.config
@@ -86,19 +106,16 @@ class AsyncRLTrainer(RLTrainer):
                 )
             polls += 1
             time.sleep(self.poll_s)
-        # Least used first, then the freshest; the group id breaks ties so the choice is reproducible.
-        chosen = sorted(spread, key=lambda g: (self.usage.get(g["group_id"], 0), -g["version"], g["group_id"]))[:need]
+        # Least used first, then the oldest still within the bound (first in, first out: the
+        # freshest would leave older groups to go stale); the group id makes the choice reproducible.
+        chosen = sorted(spread, key=lambda g: (self.usage.get(g["group_id"], 0), g["version"], g["group_id"]))[:need]
         for g in chosen:
             self.usage[g["group_id"]] = self.usage.get(g["group_id"], 0) + 1
         stale = [g for g in complete if g["version"] < low and g["group_id"] not in self.usage]
         new_stale = [g for g in stale if g["group_id"] not in self.stale_seen]
         self.stale_seen.update(g["group_id"] for g in new_stale)
         with self.timed("store_read"):
-            batch = self.store.query(
-                "SELECT * FROM rollouts WHERE run_id = $run AND list_contains($groups, group_id) "
-                "ORDER BY group_id, sample_idx",
-                {"run": self.run_id, "groups": [g["group_id"] for g in chosen]},
-            )
+            batch = self.read_groups([g["group_id"] for g in chosen])
         self.files_since_compaction = self.store.delta_file_count("rollouts", f"run_id={self.run_id}")
         versions = batch.column("policy_version").to_pylist()
         if min(versions) < low:  # the bound, asserted on every consumed row

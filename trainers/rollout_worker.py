@@ -7,7 +7,8 @@ half-written one) -> load its weights and its TrainConfig -> sample `prompts_per
 as `policy_version` -> repeat until it has committed `rounds_per_version` steps' worth of usable
 groups for this version (with DAPO's dynamic sampling, only groups whose rewards differ count; at
 most `rounds_per_version * (1 + max_refill_rounds)` rounds) — backpressure, so a worker does not
-run far ahead of the trainer. It stops when the published version reaches the
+run far ahead of the trainer. With a staleness bound k >= 1 its first version gets one extra
+step's worth, which keeps it one step ahead: it samples version v while the trainer trains on v - 1. It stops when the published version reaches the
 run's final step. Each worker writes only its own files (the worker id is in every group's salt).
 """
 
@@ -31,6 +32,7 @@ class WorkerStats:
     rounds: int = 0
     groups: int = 0
     last_version: int = -1
+    top_ups: int = 0  # rounds beyond the quota because the trainer stalled
 
 
 def newest_published(store: ReplayStore, run_id: str) -> tuple[int, Path] | None:
@@ -50,7 +52,7 @@ def count_useful(rows: list[dict], dynamic_sampling: bool) -> int:
 
 
 def run_worker(
-    store: ReplayStore, run_id: str, worker_id: str, *, rounds_per_version: int = 2, poll_s: float = 0.2,
+    store: ReplayStore, run_id: str, worker_id: str, *, rounds_per_version: int = 1, poll_s: float = 0.2,
     wait_timeout_s: float = 300.0, on_round: Callable[[WorkerStats], None] | None = None,
 ) -> WorkerStats:  # fmt: skip
     """Sample for `run_id` until its final version is published (or nothing new for `wait_timeout_s`)."""
@@ -61,7 +63,9 @@ def run_worker(
 
     stats = WorkerStats()
     sampler: Any = None
-    produced, useful, max_rounds, idle_since = 0, 0, 0, time.monotonic()
+    produced, useful, max_rounds, rounds = 0, 0, 0, 0
+    idle_since = loaded_at = time.monotonic()
+    interval = 0.0
     while True:
         newest = newest_published(store, run_id)
         if newest is not None and newest[0] > stats.last_version:
@@ -78,14 +82,30 @@ def run_worker(
                 sampler.producer = f"rollout-worker:{worker_id}"
             else:
                 sampler.model.load_state_dict(model.state_dict())
+            # With a staleness bound k >= 1 the first version also fills the pipeline one step
+            # ahead: the trainer trains on version v - 1 while this worker samples version v.
+            rounds = rounds_per_version + (1 if stats.versions_loaded == 0 and config.max_staleness >= 1 else 0)
             stats.last_version, stats.versions_loaded, produced, useful = version, stats.versions_loaded + 1, 0, 0
-            max_rounds = rounds_per_version * (1 + config.max_refill_rounds)
-            idle_since = time.monotonic()
-        if sampler is None or useful >= rounds_per_version * sampler.config.prompts_per_step or produced >= max_rounds:
-            if time.monotonic() - idle_since > wait_timeout_s:
-                raise TimeoutError(f"worker {worker_id}: no new version of {run_id!r} for {wait_timeout_s:.0f} s")
+            max_rounds = rounds * (1 + config.max_refill_rounds)
+            now = time.monotonic()
+            if stats.versions_loaded > 1:  # how long the trainer takes per published version
+                interval = 0.7 * interval + 0.3 * (now - loaded_at) if interval else now - loaded_at
+            loaded_at = idle_since = now
+        quota_met = sampler is not None and (
+            useful >= rounds * sampler.config.prompts_per_step or produced >= max_rounds
+        )
+        waited = time.monotonic() - idle_since
+        if (quota_met or sampler is None) and waited > wait_timeout_s:
+            raise TimeoutError(f"worker {worker_id}: no new version of {run_id!r} for {wait_timeout_s:.0f} s")
+        # Quota met but no new version for 3x the usual interval: the trainer is probably short of
+        # eligible groups (e.g. resumed, or groups went stale), so top up by one round, then wait again.
+        stalled = quota_met and waited >= max(5.0, 3 * interval)
+        if sampler is None or (quota_met and not stalled):
             time.sleep(poll_s)
             continue
+        if stalled:
+            stats.top_ups += 1
+            idle_since = time.monotonic()
         c = sampler.config
         stage = f"worker/{worker_id}/{produced}"
         problems = sampler.pick_problems(stats.last_version + 1, stage, c.prompts_per_step)
