@@ -7,7 +7,8 @@ an exclusive lock on the log, so positions follow commit order across processes;
 timestamps would not (clocks differ between writers, and a batch is written long before it is
 published). "Rows committed after position p" is what a data-triggered retrain counts.
 
-Crash window: a writer killed between publishing its file and appending the line leaves a visible
+Crash windows: a writer killed mid-append leaves a torn line (skipped; the next writer starts a new
+line). A writer killed between publishing its file and appending the line leaves a visible
 file the log does not name yet; counts undercount it, never double count. `vacuum` appends such
 files (older than the grace period, so a live writer is not raced), and readers keep the first
 line per file, so a line written twice counts once. Compaction writes no lines: it adds no rows.
@@ -37,9 +38,12 @@ def append_commits(table_dir: Path, files: Iterable[tuple[str, int]], *, sync: b
     text = "".join(json.dumps({"file": f, "rows": n}, separators=(",", ":")) + "\n" for f, n in files)
     if not text:
         return
-    fd = os.open(table_dir / COMMIT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(table_dir / COMMIT_LOG, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a writer died mid-line: don't extend its line
+            text = "\n" + text
         os.write(fd, text.encode())
         if sync:
             os.fsync(fd)

@@ -72,3 +72,19 @@ def test_vacuum_does_not_race_a_fresh_file(store: ReplayStore) -> None:
     store.write("problems", problems(3))
     (store.root / "problems" / COMMIT_LOG).write_text("")
     assert store.vacuum().commits_logged == 0  # younger than the grace period: its writer may still log it
+
+
+def test_tail_follows_the_log_from_an_offset(tmp_path: Path) -> None:
+    from storage.commit_log import tail_commits
+
+    append_commits(tmp_path, [("p=a/part-1.parquet", 4)])
+    first, offset = tail_commits(tmp_path, 0)
+    assert first == [("p=a/part-1.parquet", 4)]
+    assert tail_commits(tmp_path, offset) == ([], offset)
+    with open(tmp_path / COMMIT_LOG, "a") as fh:
+        fh.write('{"file": "p=a/part-2.parquet", "rows": 6}\n{"file": "p=a/part-3.parq')  # second line torn
+    entries, later = tail_commits(tmp_path, offset)
+    assert entries == [("p=a/part-2.parquet", 6)]
+    append_commits(tmp_path, [("p=a/part-4.parquet", 2)])  # the next writer starts a fresh line
+    assert tail_commits(tmp_path, later)[0] == [("p=a/part-4.parquet", 2)]
+    assert [e.file for e in read_commits(tmp_path)] == [f"p=a/part-{i}.parquet" for i in (1, 2, 4)]
