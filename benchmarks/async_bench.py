@@ -7,8 +7,9 @@ One SFT warm-up, then GRPO (8 prompts x 8 samples, T 0.7, lr 2e-5) for `--steps`
 - async: `reasonloop train --async` + one `reasonloop rollout-worker` process, the worker sampling
   one step's worth of groups per published version (rounds_per_version 1: the same rollout budget),
   for each staleness bound k in `--ks`.
-Reports trainer steps per minute (from the trainer's own start to its end, process start-up
-excluded: each CLI process pays the same ~5 s of imports), rollouts generated, and held-out greedy
+Reports trainer steps per minute (from the start of its first step to the commit of its last,
+checkpoints/publishing included; process start-up excluded: each CLI process pays the same ~5 s of
+imports), rollouts generated, and held-out greedy
 accuracy (512 problems) every `--eval-every` steps against the trainer's elapsed time: the
 accuracy-vs-wall-time curve, as a table and benchmarks/out/async_curve.png.
 """
@@ -99,12 +100,16 @@ def main() -> int:
         finally:
             for p in procs:
                 stop_process(p)
+        # Trainer time at step s: from the start of step 1 to the commit of step s's metrics, so
+        # everything between steps (checkpoints, i.e. publishing weights in async mode) counts.
         times = store.query(
-            "SELECT step, metrics['step_time'] AS t FROM train_metrics WHERE run_id = $r ORDER BY step", {"r": run_id}
+            "SELECT step, epoch(created_at) AS at, metrics['step_time'] AS t FROM train_metrics WHERE run_id = $r "
+            "ORDER BY step", {"r": run_id},
         ).to_pylist()  # fmt: skip
+        origin = times[0]["at"] - times[0]["t"]
         elapsed, curve = 0.0, [(0.0, start_acc)]
         for t in times:
-            elapsed += t["t"] or 0.0
+            elapsed = t["at"] - origin
             if t["step"] % args.eval_every == 0:
                 curve.append((elapsed, accuracy(out / f"checkpoint-{t['step']:06d}")))
         generated = store.query(

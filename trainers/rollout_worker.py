@@ -63,7 +63,8 @@ def run_worker(
 
     stats = WorkerStats()
     sampler: Any = None
-    produced, useful, max_rounds, rounds = 0, 0, 0, 0
+    produced = 0  # rounds at the loaded version (in the rows' salt: a restarted worker repeats, not duplicates)
+    owed = rounds_left = 0  # usable groups still owed to the trainer, and the rounds allowed for them
     idle_since = loaded_at = time.monotonic()
     interval = 0.0
     while True:
@@ -82,18 +83,21 @@ def run_worker(
                 sampler.producer = f"rollout-worker:{worker_id}"
             else:
                 sampler.model.load_state_dict(model.state_dict())
-            # With a staleness bound k >= 1 the first version also fills the pipeline one step
-            # ahead: the trainer trains on version v - 1 while this worker samples version v.
-            rounds = rounds_per_version + (1 if stats.versions_loaded == 0 and config.max_staleness >= 1 else 0)
-            stats.last_version, stats.versions_loaded, produced, useful = version, stats.versions_loaded + 1, 0, 0
-            max_rounds = rounds * (1 + config.max_refill_rounds)
+            # Owed: a step's worth per trainer step since the last version seen (versions can be
+            # skipped), and with k >= 1 one more at the start, which keeps this worker a step ahead:
+            # it samples version v while the trainer trains on v - 1. Capped at what k lets the
+            # trainer use.
+            steps = version - stats.last_version if stats.last_version >= 0 else 1 + min(1, config.max_staleness)
+            per_step = rounds_per_version * config.prompts_per_step
+            owed = min(owed + steps * per_step, (config.max_staleness + 1) * per_step)
+            rounds_left = min(rounds_left + steps * rounds_per_version * (1 + config.max_refill_rounds),
+                              (config.max_staleness + 1) * rounds_per_version * (1 + config.max_refill_rounds))  # fmt: skip
+            stats.last_version, stats.versions_loaded, produced = version, stats.versions_loaded + 1, 0
             now = time.monotonic()
             if stats.versions_loaded > 1:  # how long the trainer takes per published version
                 interval = 0.7 * interval + 0.3 * (now - loaded_at) if interval else now - loaded_at
             loaded_at = idle_since = now
-        quota_met = sampler is not None and (
-            useful >= rounds * sampler.config.prompts_per_step or produced >= max_rounds
-        )
+        quota_met = sampler is not None and (owed <= 0 or rounds_left <= 0)
         waited = time.monotonic() - idle_since
         if (quota_met or sampler is None) and waited > wait_timeout_s:
             raise TimeoutError(f"worker {worker_id}: no new version of {run_id!r} for {wait_timeout_s:.0f} s")
@@ -113,7 +117,8 @@ def run_worker(
             problems, c.group_size, stats.last_version, "single", salt=f"{worker_id}/{produced}"
         )
         produced += 1
-        useful += count_useful(rows, c.uses_dynamic_sampling)
+        owed -= count_useful(rows, c.uses_dynamic_sampling)
+        rounds_left -= 1
         stats.rounds += 1
         stats.groups += len(problems)
         if on_round:
