@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("--ks", type=int, nargs="+", default=[0, 1, 4])
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--sft-steps", type=int, default=300)
+    parser.add_argument("--async-threads", type=int, default=0, help="torch threads per async process (0: default)")
     args = parser.parse_args()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -91,7 +92,8 @@ def main() -> int:
                 )
             else:
                 procs.append(cli("train", "--async", "--run-id", run_id, "--output-dir", str(out), "--max-staleness",
-                                 str(k), "--publish-every", "1", *common, log=tmp / f"{run_id}.log"))  # fmt: skip
+                                 str(k), "--publish-every", "1", "--torch-threads", str(args.async_threads), *common,
+                                 log=tmp / f"{run_id}.log"))  # fmt: skip
                 procs.append(cli("rollout-worker", "--run-id", run_id, "--rounds-per-version", "1", "--root",
                                  str(store.root), log=tmp / f"{run_id}-worker.log"))  # fmt: skip
             if procs[0].wait(timeout=3600) != 0:

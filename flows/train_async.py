@@ -10,10 +10,11 @@ Training itself is one process, not a task per step: Prefect watches, it is not 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from prefect import flow, get_run_logger
 
 from flows.local_server import stop_process
 from trainers.config import TrainConfig
+from trainers.step_utils import resolve_device
 
 
 def _options(config: TrainConfig) -> list[str]:
@@ -51,6 +53,11 @@ def train_async(
     """Train `run_id` asynchronously; returns the final checkpoint, restarts and process exit codes."""
     logger = get_run_logger()
     cfg = TrainConfig(**{**(config or {}), "async_rollouts": True})
+    if not cfg.torch_threads and resolve_device(cfg.device).type == "cpu":
+        # The trainer and the workers share the CPU: split its cores instead of letting every
+        # process start one thread per core (oversubscribed, async ran at 0.69x of sync on 2 cores;
+        # one thread each: 0.93x; benchmarks/RESULTS.md).
+        cfg = replace(cfg, torch_threads=max(1, (os.cpu_count() or 1) // (workers + 1)))
     out = Path(output_dir) if output_dir else Path(root) / "checkpoints" / run_id
     out.mkdir(parents=True, exist_ok=True)
     common = ["--root", root]
