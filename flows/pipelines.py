@@ -104,16 +104,13 @@ def rollout_task(root: str, model: str, run_id: str, config: dict) -> int:
     """Sample and commit rollouts for training problems without updating the policy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.rl import RLTrainer
+    from trainers.sampler import GroupSampler
 
     cfg = TrainConfig(**config)
     policy, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
-    store = ReplayStore(root)
-    trainer = RLTrainer(
-        cfg, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=store.root / "tmp"
-    )
-    problems = trainer.pick_problems(0, "rollout", cfg.prompts_per_step)
-    result, *_ = trainer.commit_groups(problems, cfg.group_size, 0, "single", salt="rollout")
+    sampler = GroupSampler(cfg, model=policy, tokenizer=tokenizer, store=ReplayStore(root), run_id=run_id)
+    problems = sampler.pick_problems(0, "rollout", cfg.prompts_per_step)
+    result, *_ = sampler.commit_groups(problems, cfg.group_size, 0, "single", salt="rollout")
     return result.committed + result.duplicates
 
 

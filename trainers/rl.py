@@ -1,4 +1,5 @@
-"""The RL trainer: every step goes through the replay store.
+"""The RL trainer: every step goes through the replay store (sampling and committing groups is
+trainers/sampler.py, which this class extends with the update, checkpoints and the loop).
 
     pick problems -> generate groups -> rewards, group advantages -> COMMIT rollouts
     -> READ the batch back from the files just committed -> update the policy -> metrics row
@@ -19,8 +20,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,14 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from tasks.engines.base import Completion, Engine, SamplingParams
+from tasks.engines.base import Engine
 from tasks.engines.transformers_engine import TransformersEngine
 from tasks.rewards import CompositeReward
-from tasks.rollout_rows import rollout_rows
-from trainers.algos import ADVANTAGES, CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
+from trainers.algos import CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
 from trainers.checkpoint import CheckpointMeta, load_meta, load_states, save_checkpoint
 from trainers.config import TrainConfig
 from trainers.logprobs import completion_logprobs
+from trainers.sampler import GroupSampler
 from trainers.step_utils import (
     batch_metrics,
     derive_seed,
@@ -44,7 +44,6 @@ from trainers.step_utils import (
     lr_lambda,
     pad,
     split_indices,
-    typed_rollouts,
     zero_std_share,
 )
 
@@ -52,7 +51,7 @@ if TYPE_CHECKING:
     from storage import ReplayStore
 
 
-class RLTrainer:
+class RLTrainer(GroupSampler):
     def __init__(
         self,
         config: TrainConfig,
@@ -69,16 +68,12 @@ class RLTrainer:
         """`data_watermark`: commit positions of the source tables this run trains on (see
         storage.commit_log), recorded on every checkpoint so a data-triggered retrain knows which
         rows a checkpoint has seen."""
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
-        self.config, self.model, self.tokenizer, self.store = config, model, tokenizer, store
-        self.run_id, self.output_dir = run_id, Path(output_dir)
+        super().__init__(config, model=model, tokenizer=tokenizer, store=store, run_id=run_id, engine=engine,
+                         reward=reward)  # fmt: skip
+        self.output_dir = Path(output_dir)
         self.data_watermark = dict(data_watermark or {})
-        self.engine = engine or TransformersEngine(model, tokenizer, batch_size=256)
         self.exact_old_logprobs = isinstance(self.engine, TransformersEngine) and self.engine.model is model
-        self.reward = reward or CompositeReward(config.reward_weights())
         self.loss_fn = POLICY_LOSSES.get(config.loss_name)
-        self.advantage_fn = ADVANTAGES.get(config.advantage_name)
         default = CLIP_DEFAULTS[config.loss_name]
         self.clip = ClipRange(
             config.clip_low if config.clip_low >= 0 else default.low,
@@ -92,104 +87,10 @@ class RLTrainer:
 
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run
-        self.problems = self._load_problems()
         self.step = 0  # optimizer steps completed (= policy_version of the current weights)
-        self.generation_calls = 0
         self.parent_checkpoint: str | None = None
         self.consumed_files: list[str] = []
         self.tb = None
-        self.timings: dict[str, float] = {}
-        self.files_since_compaction = 0
-        # Per-step commits skip fsync: they stay atomic, and a resume regenerates everything after
-        # the last checkpoint anyway, so the checkpoint (and its registry row) is the durable point.
-        self.producer = f"trainer:{config.algo}"
-
-    # ------------------------------------------------------------------ data
-    def _load_problems(self) -> list[dict]:
-        where = "split = $split" + (" AND source = $source" if self.config.source else "")
-        params = {"split": self.config.split, **({"source": self.config.source} if self.config.source else {})}
-        rows = self.reader.query(
-            f"SELECT id, prompt, answer, process_labels FROM problems WHERE {where} ORDER BY id", params
-        )
-        problems = rows.to_pylist()
-        if not problems:
-            raise ValueError(f"no problems in the store for split={self.config.split!r} source={self.config.source!r}")
-        if self.config.curriculum:
-            by_id = {p["id"]: p for p in problems}
-            ordered = json.loads(Path(self.config.curriculum).read_text())["problem_ids"]
-            problems = [by_id[i] for i in ordered if i in by_id]
-            if not problems:
-                raise ValueError(f"curriculum {self.config.curriculum} names no problem of this split/source")
-        return problems
-
-    def pick_problems(self, step: int, stage: str, count: int) -> list[dict]:
-        """A step's prompts: with a curriculum the next `count` in its order (the first round of a
-        step; a position derived from the step, so a resume picks the same), else a seeded sample."""
-        if self.config.curriculum and stage == "pick/0":
-            start = (step - 1) * count
-            return [self.problems[(start + i) % len(self.problems)] for i in range(count)]
-        rng = random.Random(derive_seed(self.config.seed, step, stage))
-        if count <= len(self.problems):
-            return rng.sample(self.problems, count)
-        return [rng.choice(self.problems) for _ in range(count)]
-
-    def sampling(self, step: int, stage: str) -> SamplingParams:
-        c = self.config
-        return SamplingParams(
-            temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_new_tokens=c.max_completion_length,
-            seed=derive_seed(c.seed, step, stage), ignore_eos=c.ignore_eos,
-        )  # fmt: skip
-
-    def generate(self, prompts: list[str], n: int, step: int, stage: str) -> list[Completion]:
-        self.generation_calls += 1
-        return self.engine.generate(prompts, n, self.sampling(step, stage))
-
-    def score(self, completions: list[Completion], prompts: list[str], problems: list[dict]) -> Any:
-        """Rewards with the problem's columns (answer, process labels) aligned to each completion."""
-        rows = [problems[c.prompt_index] for c in completions]
-        return self.reward(
-            [prompts[c.prompt_index] for c in completions], [c.text for c in completions],
-            completion_ids=[c.token_ids for c in completions], answer=[r["answer"] for r in rows],
-            process_labels=[r.get("process_labels") for r in rows], max_completion_length=self.config.max_completion_length,
-        )  # fmt: skip
-
-    def group_advantages(self, completions: list[Completion], totals: list[float | None]) -> list[float]:
-        rewards = torch.tensor([t if t is not None else 0.0 for t in totals], dtype=torch.float64)
-        groups = torch.tensor([c.prompt_index for c in completions], dtype=torch.long)
-        adv = self.advantage_fn(rewards, groups, scale_by_batch_std=self.config.scale_adv_by_batch_std)
-        return adv.tolist()
-
-    def commit_groups(self, problems: list[dict], n: int, step: int, stage: str, *, salt: str, **extra: Any) -> Any:
-        """Generate n completions per problem, score, compute group advantages, commit them.
-        Returns (commit result, completions, reward result, rows in completion order)."""
-        prompts = extra.pop("prompts", None) or [p["prompt"] for p in problems]
-        with self.timed("generate"):
-            completions = self.generate(prompts, n, step, f"{stage}/{salt}")
-        with self.timed("reward"):
-            rewards = self.score(completions, prompts, problems)
-            advantages = self.group_advantages(completions, rewards.totals) if extra.pop("train", True) else None
-        with self.timed("store_write"):
-            rows = rollout_rows(
-                completions, prompts, run_id=self.run_id, policy_version=step, rewards=rewards, source="train",
-                problem_ids=[p["id"] for p in problems], stage=stage, salt=salt, advantages=advantages, **extra,
-            )  # fmt: skip
-            result = self.store.write(
-                "rollouts", typed_rollouts(rows), run_id=self.run_id, producer=self.producer, sync=False
-            )
-            self.files_since_compaction += len(result.files)
-        if result.rejected:
-            raise RuntimeError(f"the trainer's own rollouts were rejected: {result.rejections[0].reason}")
-        return result, completions, rewards, rows
-
-    @contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
-        """Add the block's wall time to this step's `time/<phase>` metric."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - start
 
     def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
         """Commit this step's rollouts and read the training batch back from those files. With

@@ -14,7 +14,6 @@ run's final step. Each worker writes only its own files (the worker id is in eve
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ def run_worker(
     """Sample for `run_id` until its final version is published (or nothing new for `wait_timeout_s`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.rl import RLTrainer
+    from trainers.sampler import GroupSampler
     from trainers.step_utils import resolve_device
 
     stats = WorkerStats()
@@ -76,11 +75,10 @@ def run_worker(
                 return stats  # the run is finished
             model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(config.device))
             if sampler is None:
-                sampler = RLTrainer(
+                sampler = GroupSampler(
                     config, model=model, tokenizer=AutoTokenizer.from_pretrained(path), store=store, run_id=run_id,
-                    output_dir=Path(tempfile.mkdtemp(prefix=f"worker-{worker_id}-")),
+                    producer=f"rollout-worker:{worker_id}",
                 )  # fmt: skip
-                sampler.producer = f"rollout-worker:{worker_id}"
             else:
                 sampler.model.load_state_dict(model.state_dict())
             # Owed: a step's worth per trainer step since the last version seen (versions can be
