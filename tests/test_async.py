@@ -197,3 +197,18 @@ def test_a_worker_never_loads_half_written_weights(tmp_path: Path, tiny_model_di
 def test_async_config_refuses_a_deadlock() -> None:
     with pytest.raises(ValueError, match="never get"):
         TrainConfig(async_rollouts=True, publish_every=4, max_staleness=1)
+
+
+def test_group_index_keeps_runs_apart(tmp_path: Path) -> None:
+    """Run 'a' must not see run 'ab' (a prefix of its name), neither on rebuild nor while following the log."""
+    from tests.procs.common import rollout_batch
+    from trainers.group_index import GroupIndex
+
+    store = ReplayStore(tmp_path / "store")
+    store.write("rollouts", rollout_batch("w", 0, 4, "a"))
+    store.write("rollouts", rollout_batch("w", 1, 4, "ab"))
+    index = GroupIndex(store, "a")
+    assert len(index.groups) == 1
+    store.write("rollouts", rollout_batch("w", 2, 4, "ab"))
+    store.write("rollouts", rollout_batch("w", 3, 4, "a"))
+    assert index.refresh() == 1 and len(index.groups) == 2

@@ -53,7 +53,7 @@ class GroupIndex:
 
     def _run_files(self) -> list[Path]:
         snap = self.store.snapshot("rollouts")
-        return [f for f in snap.files if f"run_id={self.run_id}" in str(f)]
+        return [f for f in snap.files if f.parent.name == f"run_id={self.run_id}"]  # deltas and compacted
 
     def _add_file(self, path: Path) -> None:
         table = pq.read_table(path, columns=COLUMNS)
