@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from flows.local_server import stop_process  # noqa: E402
+from flows.processes import spawn_cli, stop_process  # noqa: E402
 from storage import ReplayStore  # noqa: E402
 from tasks.engines.transformers_engine import TransformersEngine  # noqa: E402
 from tasks.models.tiny import init_tiny_model  # noqa: E402
@@ -42,10 +42,7 @@ MAX_NEW = 40
 
 
 def cli(*args: str, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE")
-    with open(log, "ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    return spawn_cli(list(args), log, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE"), cwd=REPO)
 
 
 def main() -> int:

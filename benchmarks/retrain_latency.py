@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from flows.local_server import LocalPrefectServer, stop_process  # noqa: E402
+from flows.local_server import LocalPrefectServer  # noqa: E402
+from flows.processes import spawn_cli, stop_process, wait_for  # noqa: E402
 
 
 def seconds(iso: str) -> float:
@@ -58,12 +58,11 @@ def main() -> int:
         store = ReplayStore(root)
         store.write("problems", generate(VeriTimeConfig(n=200, seed=0))[0])
         retrain_config = {"steps": 1, "prompts_per_step": 2, "group_size": 2, "max_completion_length": 8}
-        with open(tmp / "serve.log", "ab") as log:
-            serve = subprocess.Popen([
-                sys.executable, "-m", "flows.cli", "serve", "--root", str(root), "--base-model", str(model),
-                "--threshold", str(args.threshold), "--cron", "0 0 1 1 *", "--watch-seconds", "0",
-                "--retrain-config", json.dumps(retrain_config), "--eval-limit", "8",
-            ], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        serve = spawn_cli([
+            "serve", "--root", str(root), "--base-model", str(model),
+            "--threshold", str(args.threshold), "--cron", "0 0 1 1 *", "--watch-seconds", "0",
+            "--retrain-config", json.dumps(retrain_config), "--eval-limit", "8",
+        ], tmp / "serve.log", env=env, cwd=REPO)  # fmt: skip
         http = httpx.Client(base_url=server.api_url, timeout=30)
 
         def deployment() -> dict | None:
@@ -73,14 +72,8 @@ def main() -> int:
         def runs(dep_id: str) -> list[dict]:
             return http.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [dep_id]}}}).json()
 
-        def wait(check, timeout: float = 300.0):
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                value = check()
-                if value:
-                    return value
-                time.sleep(0.1)
-            raise TimeoutError
+        def wait(check):  # polled every 0.1 s: the latency is measured by it
+            return wait_for("the server", check, timeout=300.0, every=0.1)
 
         dep = wait(deployment)
         wait(lambda: http.get(f"/automations/related-to/prefect.deployment.{dep['id']}").json())

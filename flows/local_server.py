@@ -10,13 +10,14 @@ anyone who wants the UI): started in its own process group, stopped by PID, alwa
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from flows.processes import stop_process
 
 
 def free_port() -> int:
@@ -27,22 +28,6 @@ def free_port() -> int:
 
 def prefect_executable() -> str:
     return str(Path(sys.executable).with_name("prefect"))
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM the process group (background Prefect processes ignore SIGINT), then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 class LocalPrefectServer:

@@ -49,7 +49,8 @@ def store_resource_id(root: str | Path) -> str:
     return f"reasonloop.store.{Path(root).expanduser().resolve()}"
 
 
-def _emit(event: str, root: str, payload: dict[str, Any]) -> None:
+def emit_store_event(event: str, root: str, payload: dict[str, Any]) -> None:
+    """A Prefect event whose resource is this store (what the deployments' triggers match)."""
     emit_event(event, resource={"prefect.resource.id": store_resource_id(root)}, payload={"root": root, **payload})
 
 
@@ -62,7 +63,7 @@ def check_retrain(root: str, threshold: int = 1000, tables: list[str] | None = N
     result = {**asdict(pending), "total": pending.total, "due": pending.due}
     if pending.due:
         result["run_id"] = retrain_run_id(pending.positions)
-        _emit(RETRAIN_DUE, root, {"run_id": result["run_id"], "new_rows": pending.total})
+        emit_store_event(RETRAIN_DUE, root, {"run_id": result["run_id"], "new_rows": pending.total})
     return result
 
 
@@ -100,7 +101,7 @@ def retrain(
         f"- started from: `{incumbent.path}` (generation {incumbent.generation}); data watermark {positions}",
         "- next: the evaluate-and-promote deployment decides whether this checkpoint is served",
     ])  # fmt: skip
-    _emit(CHECKPOINT_READY, root, {"run_id": run_id, "checkpoint": checkpoint, "step": train_config.steps})
+    emit_store_event(CHECKPOINT_READY, root, {"run_id": run_id, "checkpoint": checkpoint, "step": train_config.steps})
     return {"run_id": run_id, "checkpoint": checkpoint, "watermark": positions, "from": incumbent.path}
 
 

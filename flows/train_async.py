@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.local_server import stop_process
+from flows.processes import spawn_cli, stop_process
 from trainers.config import TrainConfig
 from trainers.step_utils import resolve_device
 
@@ -36,13 +35,6 @@ def _options(config: TrainConfig) -> list[str]:
         else:
             out += [flag, str(value)]
     return out
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "ab") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
 
 
 @flow(name="train_async")
@@ -62,10 +54,10 @@ def train_async(
     out.mkdir(parents=True, exist_ok=True)
     common = ["--root", root]
     trainer_args = ["train", "--run-id", run_id, "--model", model, "--output-dir", str(out), *common, *_options(cfg)]
-    trainer = _spawn(trainer_args, out / "trainer.log")
+    trainer = spawn_cli(trainer_args, out / "trainer.log")
 
     def worker(i: int) -> subprocess.Popen:
-        return _spawn(["rollout-worker", "--run-id", run_id, "--worker-id", str(i),
+        return spawn_cli(["rollout-worker", "--run-id", run_id, "--worker-id", str(i),
                        "--rounds-per-version", str(rounds_per_version), *common], out / f"worker-{i}.log")  # fmt: skip
 
     pool = {i: worker(i) for i in range(workers)}
@@ -86,7 +78,7 @@ def train_async(
                     raise RuntimeError(f"trainer exited with {code}; restart budget spent (see {out / 'trainer.log'})")
                 restarts["trainer"] += 1
                 logger.warning("trainer exited with %s; resuming from its last checkpoint", code)
-                trainer = _spawn([*trainer_args, "--resume"], out / "trainer.log")
+                trainer = spawn_cli([*trainer_args, "--resume"], out / "trainer.log")
                 record()
             for i, proc in list(pool.items()):
                 code = proc.poll()

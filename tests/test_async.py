@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from flows.local_server import stop_process
+from flows.processes import spawn_cli, stop_process, wait_for
 from storage import ReplayStore
 from tasks.recipes.arith import ArithConfig, generate
 from trainers.checkpoint import latest_checkpoint, load_meta
@@ -33,9 +32,7 @@ def options(config: dict) -> list[str]:
 
 def spawn(*args: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-    with open(log, "ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    return spawn_cli(list(args), log, env=env, cwd=REPO)
 
 
 @pytest.fixture
@@ -43,16 +40,6 @@ def arith_store(tmp_path: Path) -> ReplayStore:
     store = ReplayStore(tmp_path / "store")
     store.write("problems", generate(ArithConfig(n=400, max_digits=1, seed=2))[0])
     return store
-
-
-def wait_until(what: str, check, timeout: float = 240.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def steps_done(store: ReplayStore, run_id: str) -> int:
@@ -123,7 +110,7 @@ def test_trainer_killed_and_resumed_loses_and_repeats_nothing(
     try:
         procs.append(spawn(*args, log=tmp_path / "trainer.log"))
         procs.append(spawn("rollout-worker", "--run-id", "r", "--root", root, log=tmp_path / "worker.log"))
-        wait_until("3 trainer steps", lambda: steps_done(arith_store, "r") >= 3)
+        wait_for("3 trainer steps", lambda: steps_done(arith_store, "r") >= 3)
         os.killpg(procs[0].pid, signal.SIGKILL)
         procs[0].wait()
         killed_at = steps_done(arith_store, "r")
@@ -155,9 +142,9 @@ def test_train_async_flow_restarts_a_killed_worker(
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        pids = wait_until("the flow's processes", lambda: (out / "processes.json").exists() and
+        pids = wait_for("the flow's processes", lambda: (out / "processes.json").exists() and
                           json.loads((out / "processes.json").read_text()))  # fmt: skip
-        wait_until("2 steps", lambda: steps_done(arith_store, "f") >= 2)
+        wait_for("2 steps", lambda: steps_done(arith_store, "f") >= 2)
         os.killpg(pids["workers"]["0"], signal.SIGKILL)  # mid-run
     finally:
         thread.join(timeout=300)

@@ -11,13 +11,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from flows.local_server import LocalPrefectServer, prefect_executable, stop_process
+from flows.local_server import LocalPrefectServer, prefect_executable
+from flows.processes import spawn_cli, stop_process, wait_for
 from storage import ReplayStore
 from tasks.recipes.veritime import VeriTimeConfig, generate
 
@@ -77,16 +79,6 @@ class Api:
         return out
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 240.0, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def terminal(runs: list[dict]) -> bool:
     return all(r["state_type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED") for r in runs)
 
@@ -104,9 +96,24 @@ def reasonloop(env: dict, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with open(log, "ab") as fh:
-        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+@contextmanager
+def server_and_serve(
+    tmp_path: Path, root: Path, model: Path, *serve_args: str
+) -> Iterator[tuple[dict, Api, subprocess.Popen]]:
+    """A fresh `prefect server start` and `reasonloop serve` for `root` against it; both stopped by
+    PID on the way out, the runner before the server."""
+    server = LocalPrefectServer(tmp_path / "prefect-home")
+    serve: subprocess.Popen | None = None
+    try:
+        server.start()
+        env = server.env(REASONLOOP_HOME=str(root), REASONLOOP_BASE_MODEL=str(model), PYTHONPATH=str(REPO))
+        serve = spawn_cli(["serve", "--root", str(root), "--base-model", str(model), *serve_args],
+                          tmp_path / "serve.log", env=env, cwd=REPO)  # fmt: skip
+        yield env, Api(server.api_url), serve
+    finally:
+        if serve is not None:
+            stop_process(serve)
+        server.stop()
 
 
 def test_threshold_event_retrains_evaluates_and_promotes(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -115,18 +122,10 @@ def test_threshold_event_retrains_evaluates_and_promotes(tmp_path: Path, tiny_mo
     # Held-out and training VeriTime problems below the threshold (no retrain due yet).
     add_problems(store, 150, seed=1)
     assert store.rows_since("problems", 0)[0] < THRESHOLD
-    server = LocalPrefectServer(tmp_path / "prefect-home")
-    serve: subprocess.Popen | None = None
-    try:
-        server.start()
-        env = server.env(REASONLOOP_HOME=str(root), REASONLOOP_BASE_MODEL=str(tiny_model_dir), PYTHONPATH=str(REPO))
-        api = Api(server.api_url)
-        retrain_config = {"steps": 2, "prompts_per_step": 2, "group_size": 2, "max_completion_length": 16}
-        serve = start([
-            sys.executable, "-m", "flows.cli", "serve", "--root", str(root), "--base-model", str(tiny_model_dir),
-            "--threshold", str(THRESHOLD), "--cron", "0 0 1 1 *", "--watch-seconds", "0",
-            "--retrain-config", json.dumps(retrain_config), "--eval-limit", "16",
-        ], env, tmp_path / "serve.log")  # fmt: skip
+    retrain_config = {"steps": 2, "prompts_per_step": 2, "group_size": 2, "max_completion_length": 16}
+    serve_args = ("--threshold", str(THRESHOLD), "--cron", "0 0 1 1 *", "--watch-seconds", "0",
+                  "--retrain-config", json.dumps(retrain_config), "--eval-limit", "16")  # fmt: skip
+    with server_and_serve(tmp_path, root, tiny_model_dir, *serve_args) as (env, api, _):
         # No watch deployment here: its first interval run could check (and emit) at any moment.
         serving = [n for n in NAMES if n != "watch"]
         wait_for("3 deployments", lambda: all(api.deployment(n) for n in serving), timeout=120)
@@ -166,12 +165,12 @@ def test_threshold_event_retrains_evaluates_and_promotes(tmp_path: Path, tiny_mo
         # A burst of events for one crossing starts one run; the rest are cancelled.
         add_problems(store, 300, seed=3)
         burst = (
-            "from flows.retrain import _emit, check_retrain\n"
+            "from flows.retrain import emit_store_event, check_retrain\n"
             "from prefect import flow\n"
             "@flow\n"
             "def burst(root: str) -> None:\n"
             "    for _ in range(5):\n"
-            "        _emit('reasonloop.retrain.due', root, {'run_id': 'retrain-burst', 'new_rows': 300})\n"
+            "        emit_store_event('reasonloop.retrain.due', root, {'run_id': 'retrain-burst', 'new_rows': 300})\n"
             f"burst({str(root)!r})\n"
         )
         subprocess.run([sys.executable, "-c", burst], env=env, cwd=REPO, check=True, timeout=120)
@@ -183,10 +182,6 @@ def test_threshold_event_retrains_evaluates_and_promotes(tmp_path: Path, tiny_mo
         states = sorted(r["state_type"] for r in runs)
         assert states == ["CANCELLED"] * 4 + ["COMPLETED"], states
         wait_for("the burst's evaluation", lambda: len(store.query("SELECT id FROM promotions")) == 2)
-    finally:
-        if serve is not None:
-            stop_process(serve)  # runners before the server
-        server.stop()
 
 
 def _seconds(iso: str) -> float:
@@ -198,21 +193,11 @@ def _seconds(iso: str) -> float:
 def test_prefect_yaml_declares_what_serve_registers(tmp_path: Path, tiny_model_dir: Path) -> None:
     root = (tmp_path / "store").resolve()
     ReplayStore(root)
-    server = LocalPrefectServer(tmp_path / "prefect-home")
-    serve: subprocess.Popen | None = None
-    try:
-        server.start()
-        env = server.env(REASONLOOP_HOME=str(root), REASONLOOP_BASE_MODEL=str(tiny_model_dir), PYTHONPATH=str(REPO))
-        api = Api(server.api_url)
-        serve = start(
-            [sys.executable, "-m", "flows.cli", "serve", "--root", str(root), "--base-model", str(tiny_model_dir)],
-            env, tmp_path / "serve.log",
-        )  # fmt: skip
+    with server_and_serve(tmp_path, root, tiny_model_dir) as (env, api, serve):
         wait_for("deployments", lambda: all(api.deployment(n) for n in NAMES), timeout=120)
         wait_for("triggers", lambda: all(api.automations(api.deployment(n)["id"]) for n in ("retrain",)))
         served = api.describe()
-        stop_process(serve)
-        serve = None
+        stop_process(serve)  # deploy from prefect.yaml replaces what serve registered
         subprocess.run([prefect_executable(), "work-pool", "create", "reasonloop", "--type", "process"],
                        env=env, cwd=REPO, check=True, capture_output=True, timeout=120)  # fmt: skip
         out = subprocess.run([prefect_executable(), "--no-prompt", "deploy", "--all"],
@@ -228,7 +213,3 @@ def test_prefect_yaml_declares_what_serve_registers(tmp_path: Path, tiny_model_d
         assert served["synthesize"]["schedules"] == ['{"cron": "0 * * * *"}']
         assert served["watch"]["schedules"] == ['{"interval": 300.0}']
         assert api.deployment("retrain")["work_pool_name"] == "reasonloop"
-    finally:
-        if serve is not None:
-            stop_process(serve)
-        server.stop()
