@@ -23,6 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.breaker import BreakerConfig, BreakerOpen, ErrorRateBreaker
 from storage import ReplayStore
+from storage.samplers import split_filter
 
 
 def engine_tag(engine: dict[str, Any]) -> str:
@@ -85,10 +86,9 @@ def synthesize_with_engine(
 
         with get_client(sync_client=True) as client:
             client.create_concurrency_limit(tag=tag, concurrency_limit=engine_concurrency)
-    where = "split = $split" + (" AND source = $source" if source else "")
+    where, params = split_filter(split, source)
     ids = ReplayStore(root).query(
-        f"SELECT id FROM problems WHERE {where} ORDER BY id LIMIT $n",
-        {"split": split, "n": limit, **({"source": source} if source else {})},
+        f"SELECT id FROM problems WHERE {where} ORDER BY id LIMIT $n", {**params, "n": limit}
     ).column("id").to_pylist()  # fmt: skip
     if not ids:
         raise ValueError(f"no problems with split={split!r}" + (f" and source={source!r}" if source else ""))

@@ -20,6 +20,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from flows.progress import bar
 from schemas.common import config_fingerprint
 from storage import ReplayStore
+from storage.samplers import split_filter
 from tasks.recipes.veritime import VeriTimeConfig
 from trainers.config import SFTConfig, TrainConfig
 
@@ -69,12 +70,12 @@ def schedule_task(root: str, model: str, source: str, pool: int, k: int, max_new
     from tasks.engines.transformers_engine import TransformersEngine
     from tasks.scheduling.difficulty import write_curriculum
 
-    where = "split = 'train'" + (" AND source = $source" if source else "")
+    where, params = split_filter("train", source)
     problems = (
         ReplayStore(root)
         .query(
             f"SELECT id, prompt, answer, taxonomy, process_labels FROM problems WHERE {where} ORDER BY id LIMIT $n",
-            {"n": pool, **({"source": source} if source else {})},
+            {**params, "n": pool},
         )
         .to_pylist()
     )

@@ -111,3 +111,10 @@ def replay_groups(
     )
     params = {"low": low, "high": high, "seed": str(seed), "n": groups, "stages": list(stages)}
     return reader.query(sql, params)
+
+
+def split_filter(split: str, source: str = "") -> tuple[str, dict[str, str]]:
+    """WHERE clause and parameters selecting one split, and one source unless `source` is ''."""
+    if source:
+        return "split = $split AND source = $source", {"split": split, "source": source}
+    return "split = $split", {"split": split}

@@ -75,10 +75,10 @@ def run_sft_to(
     and registered in `checkpoints`, the loss curve in `train_metrics`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from storage.samplers import split_filter
     from trainers.sft import run_sft
 
-    where = "split = $split" + (" AND source = $source" if config.source else "")
-    params = {"split": config.split, **({"source": config.source} if config.source else {})}
+    where, params = split_filter(config.split, config.source)
     samples = store.query(f"SELECT prompt, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id", params)
     from trainers.step_utils import resolve_device
 
@@ -102,12 +102,13 @@ def evaluate_model(
 ) -> dict[str, Any]:  # fmt: skip
     """Greedy accuracy per task type (with n and binomial standard error) and pass@k on a fixed
     held-out list (ordered by id, so every model sees the same problems)."""
+    from storage.samplers import split_filter
     from tasks.engines import SamplingParams
     from tasks.engines.transformers_engine import TransformersEngine
     from tasks.rewards import get_reward
 
-    where = "split = $split" + (" AND source = $source" if source else "")
-    params = {"split": split, "n": limit, **({"source": source} if source else {})}
+    where, params = split_filter(split, source)
+    params["n"] = limit
     problems = store.query(
         f"SELECT id, prompt, answer, taxonomy FROM problems WHERE {where} ORDER BY id LIMIT $n", params
     ).to_pylist()

@@ -58,8 +58,9 @@ class GroupSampler:
 
     # ------------------------------------------------------------------ data
     def _load_problems(self) -> list[dict]:
-        where = "split = $split" + (" AND source = $source" if self.config.source else "")
-        params = {"split": self.config.split, **({"source": self.config.source} if self.config.source else {})}
+        from storage.samplers import split_filter  # the store is passed in; imported at run time
+
+        where, params = split_filter(self.config.split, self.config.source)
         rows = self.reader.query(
             f"SELECT id, prompt, answer, process_labels FROM problems WHERE {where} ORDER BY id", params
         )
