@@ -29,14 +29,14 @@ sys.path.insert(0, str(REPO))
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from flows.processes import spawn_cli, stop_process  # noqa: E402
-from storage import ReplayStore  # noqa: E402
-from tasks.engines.transformers_engine import TransformersEngine  # noqa: E402
-from tasks.models.tiny import init_tiny_model  # noqa: E402
-from tasks.recipes.arith import ArithConfig, generate  # noqa: E402
-from trainers.config import SFTConfig  # noqa: E402
-from trainers.evaluate import greedy_accuracy  # noqa: E402
-from trainers.sft import run_sft  # noqa: E402
+from reasonloop.flows.processes import spawn_cli, stop_process  # noqa: E402
+from reasonloop.storage import ReplayStore  # noqa: E402
+from reasonloop.tasks.engines.transformers_engine import TransformersEngine  # noqa: E402
+from reasonloop.tasks.models.tiny import init_tiny_model  # noqa: E402
+from reasonloop.tasks.recipes.arith import ArithConfig, generate  # noqa: E402
+from reasonloop.trainers.config import SFTConfig  # noqa: E402
+from reasonloop.trainers.evaluate import greedy_accuracy  # noqa: E402
+from reasonloop.trainers.sft import run_sft  # noqa: E402
 
 MAX_NEW = 40
 

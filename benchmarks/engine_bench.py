@@ -24,10 +24,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from tasks.engines import SamplingParams
-from tasks.engines.transformers_engine import TransformersEngine
-from tasks.models.tiny import init_tiny_model
-from tasks.recipes.arith import ArithConfig, generate
+from reasonloop.tasks.engines import SamplingParams
+from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+from reasonloop.tasks.models.tiny import init_tiny_model
+from reasonloop.tasks.recipes.arith import ArithConfig, generate
 
 
 def main() -> None:

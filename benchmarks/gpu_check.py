@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tasks.engines import SamplingParams
-from tasks.engines.transformers_engine import TransformersEngine
-from tasks.models.tiny import init_tiny_model
-from trainers.logprobs import completion_logprobs
+from reasonloop.tasks.engines import SamplingParams
+from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+from reasonloop.tasks.models.tiny import init_tiny_model
+from reasonloop.trainers.logprobs import completion_logprobs
 
 
 def main() -> int:

@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from storage import ReplayStore
-from tasks.models.tiny import init_tiny_model
-from tasks.recipes.arith import ArithConfig, generate
-from trainers.config import SFTConfig, TrainConfig
-from trainers.run import run_rl, run_sft_to
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.models.tiny import init_tiny_model
+from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.trainers.config import SFTConfig, TrainConfig
+from reasonloop.trainers.run import run_rl, run_sft_to
 
 
 def main() -> int:

@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from storage import ReplayStore
-from tasks.engines.transformers_engine import TransformersEngine
-from tasks.models.tiny import init_tiny_model
-from tasks.recipes.arith import ArithConfig, generate
-from trainers.config import SFTConfig, TrainConfig
-from trainers.evaluate import greedy_accuracy
-from trainers.rl import RLTrainer
-from trainers.sft import run_sft
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+from reasonloop.tasks.models.tiny import init_tiny_model
+from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.trainers.config import SFTConfig, TrainConfig
+from reasonloop.trainers.evaluate import greedy_accuracy
+from reasonloop.trainers.rl import RLTrainer
+from reasonloop.trainers.sft import run_sft
 
 MAX_NEW = 40  # a 3-digit sum takes ~30 characters of steps: leave room
 

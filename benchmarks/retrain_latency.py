@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from flows.local_server import LocalPrefectServer  # noqa: E402
-from flows.processes import spawn_cli, stop_process, wait_for  # noqa: E402
+from reasonloop.flows.local_server import LocalPrefectServer  # noqa: E402
+from reasonloop.flows.processes import spawn_cli, stop_process, wait_for  # noqa: E402
 
 
 def seconds(iso: str) -> float:
@@ -49,10 +49,10 @@ def main() -> int:
         server.start()
         env = server.env(PYTHONPATH=str(REPO), PREFECT_RUNNER_POLL_FREQUENCY=str(args.poll))
         os.environ.update({k: env[k] for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_LOGGING_LEVEL")})
-        from flows.retrain import check_retrain
-        from storage import ReplayStore
-        from tasks.models.tiny import init_tiny_model
-        from tasks.recipes.veritime import VeriTimeConfig, generate
+        from reasonloop.flows.retrain import check_retrain
+        from reasonloop.storage import ReplayStore
+        from reasonloop.tasks.models.tiny import init_tiny_model
+        from reasonloop.tasks.recipes.veritime import VeriTimeConfig, generate
 
         model = init_tiny_model(tmp / "model", seed=0)
         store = ReplayStore(root)

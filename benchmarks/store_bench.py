@@ -27,11 +27,11 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemas import row_id
-from storage import ReplayStore, StoreConfig
-from storage.compaction import CompactionPolicy
-from storage.samplers import staleness_window
-from storage.writer import WriteOptions
+from reasonloop.schemas import row_id
+from reasonloop.storage import ReplayStore, StoreConfig
+from reasonloop.storage.compaction import CompactionPolicy
+from reasonloop.storage.samplers import staleness_window
+from reasonloop.storage.writer import WriteOptions
 
 TOKENS, TEXT_CHARS = 64, 800
 

@@ -29,12 +29,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.utils import logging as hf_logging
 
-from storage import ReplayStore
-from tasks.models.tiny import init_tiny_model
-from tasks.recipes.arith import ArithConfig, generate
-from tasks.rewards import get_reward
-from trainers.config import TrainConfig
-from trainers.rl import RLTrainer
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.models.tiny import init_tiny_model
+from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.tasks.rewards import get_reward
+from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.rl import RLTrainer
 
 PROMPTS, GENERATIONS, NEW_TOKENS, LR = 8, 4, 32, 5e-5
 PHASES = ("generate", "reward", "store_write", "store_read", "update")

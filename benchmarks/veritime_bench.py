@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from storage import ReplayStore
-from tasks.recipes.veritime import VeriTimeConfig, generate
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.veritime import VeriTimeConfig, generate
 
 
 def main() -> None:

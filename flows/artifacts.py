@@ -7,7 +7,7 @@ import re
 
 from prefect.artifacts import create_markdown_artifact
 
-from storage import ReplayStore
+from reasonloop.storage import ReplayStore
 
 
 def artifact_key(*parts: str) -> str:

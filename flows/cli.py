@@ -6,15 +6,15 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_model import app as model_app
-from flows.cli_model import generate as generate_command
-from flows.cli_serve import check_retrain_command, serve
-from flows.cli_store import RootOption
-from flows.cli_store import app as store_app
-from flows.cli_synth import app as synth_app
-from flows.cli_train import rollout_worker as rollout_worker_command
-from flows.cli_train import sft as sft_command
-from flows.cli_train import train as train_command
+from reasonloop.flows.cli_model import app as model_app
+from reasonloop.flows.cli_model import generate as generate_command
+from reasonloop.flows.cli_serve import check_retrain_command, serve
+from reasonloop.flows.cli_store import RootOption
+from reasonloop.flows.cli_store import app as store_app
+from reasonloop.flows.cli_synth import app as synth_app
+from reasonloop.flows.cli_train import rollout_worker as rollout_worker_command
+from reasonloop.flows.cli_train import sft as sft_command
+from reasonloop.flows.cli_train import train as train_command
 
 app = typer.Typer(
     help="reasonloop: RL post-training of language models as a data pipeline.",
@@ -38,7 +38,7 @@ def walkthrough(
     seed: Annotated[int, typer.Option(help="Seed for the synthetic data.")] = 0,
 ) -> None:
     """A tour of the replay store on synthetic data (ingest, quarantine, SQL, samplers, compaction)."""
-    from flows.walkthrough import run_walkthrough
+    from reasonloop.flows.walkthrough import run_walkthrough
 
     run_walkthrough(root, typer.echo, seed)
 
@@ -52,16 +52,16 @@ def demo_command(
     seed: Annotated[int, typer.Option(help="Seed for data, model and sampling.")] = 0,
 ) -> None:
     """The main job: tiny model -> VeriTime data -> SFT -> RL -> evaluation -> report (Prefect flows)."""
-    from flows.cli_model import quiet_transformers
-    from flows.prefect_env import configure_prefect
-    from storage.layout import resolve_root
+    from reasonloop.flows.cli_model import quiet_transformers
+    from reasonloop.flows.prefect_env import configure_prefect
+    from reasonloop.storage.layout import resolve_root
 
     store_root = resolve_root(root)
     configure_prefect(store_root)
     quiet_transformers()
-    from flows.demo import demo
-    from flows.progress import progress_bars
-    from trainers.evaluate import paired_gain
+    from reasonloop.flows.demo import demo
+    from reasonloop.flows.progress import progress_bars
+    from reasonloop.trainers.evaluate import paired_gain
 
     with progress_bars():
         result = demo(str(store_root), quick=quick, seed=seed)

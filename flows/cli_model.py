@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_store import RootOption
+from reasonloop.flows.cli_store import RootOption
 
 app = typer.Typer(help="Build and inspect policy models.", no_args_is_help=True)
 
@@ -28,7 +28,7 @@ def init(
 ) -> None:
     """Build a tiny Llama with a character tokenizer (loads with from_pretrained, no network)."""
     quiet_transformers()
-    from tasks.models.tiny import init_tiny_model
+    from reasonloop.tasks.models.tiny import init_tiny_model
 
     try:
         path = init_tiny_model(out, size=size, seed=seed)
@@ -54,7 +54,7 @@ def generate(
 ) -> None:
     """Sample completions with the transformers engine; logprobs are log_softmax(logits/T)."""
     quiet_transformers()
-    from tasks.engines import SamplingParams, make_engine
+    from reasonloop.tasks.engines import SamplingParams, make_engine
 
     sampling = SamplingParams(
         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed
@@ -73,8 +73,8 @@ def generate(
                 f"mean logprob {mean_lp:.3f}, mean entropy {c.mean_entropy or 0:.3f})"
             )
     if store:
-        from storage import ReplayStore
-        from tasks.rollout_rows import rollout_rows
+        from reasonloop.storage import ReplayStore
+        from reasonloop.tasks.rollout_rows import rollout_rows
 
         rows = rollout_rows(completions, prompt, run_id=run_id, policy_version=0, rewards=None, source="generate")
         result = ReplayStore(root).write("rollouts", rows, run_id=run_id, producer="cli:generate")

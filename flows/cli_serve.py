@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_store import RootOption
+from reasonloop.flows.cli_store import RootOption
 
 TablesOption = Annotated[
     list[str] | None, typer.Option("--table", help="Source table counted for the retrain threshold (repeatable).")
@@ -48,15 +48,15 @@ def serve(
     Prefect server at PREFECT_API_URL; runs execute in this process's subprocesses. Ctrl-C stops
     (and pauses the schedules)."""
     _require_server()
-    from flows.prefect_env import configure_prefect
-    from storage.layout import resolve_root
+    from reasonloop.flows.prefect_env import configure_prefect
+    from reasonloop.storage.layout import resolve_root
 
     store_root = resolve_root(root)
     configure_prefect(store_root)
     from prefect import serve as prefect_serve
 
-    from flows.deployments import ServeSettings, build_deployments
-    from flows.deployments import retrain_config as default_retrain
+    from reasonloop.flows.deployments import ServeSettings, build_deployments
+    from reasonloop.flows.deployments import retrain_config as default_retrain
 
     config = {**default_retrain(), "steps": retrain_steps, **json.loads(retrain_config)}
     settings = ServeSettings(
@@ -74,12 +74,12 @@ def check_retrain_command(
 ) -> None:
     """Count source rows committed since the newest trained checkpoint; emit the retrain event if due."""
     _require_server()
-    from flows.prefect_env import configure_prefect
-    from storage.layout import resolve_root
+    from reasonloop.flows.prefect_env import configure_prefect
+    from reasonloop.storage.layout import resolve_root
 
     store_root = resolve_root(root)
     configure_prefect(store_root)
-    from flows.retrain import check_retrain
+    from reasonloop.flows.retrain import check_retrain
 
     result = check_retrain(str(store_root), threshold, list(tables or ["problems"]))
     typer.echo(json.dumps({k: result[k] for k in ("new_rows", "total", "due")} | {"run_id": result.get("run_id")}))

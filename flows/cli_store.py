@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
-from schemas import UnknownTableError
-from storage import ReplayStore
-from storage.ingest import IngestError
+from reasonloop.schemas import UnknownTableError
+from reasonloop.storage import ReplayStore
+from reasonloop.storage.ingest import IngestError
 
 app = typer.Typer(help="Ingest, query and maintain the replay store.", no_args_is_help=True)
 

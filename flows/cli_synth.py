@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_store import RootOption
+from reasonloop.flows.cli_store import RootOption
 
 app = typer.Typer(help="Synthesize training data into the store.", no_args_is_help=True)
 
@@ -21,8 +21,8 @@ def arith(
     root: RootOption = None,
 ) -> None:
     """Addition problems (problems) and their step-by-step targets (sft_samples)."""
-    from storage import ReplayStore
-    from tasks.recipes.arith import ArithConfig, generate
+    from reasonloop.storage import ReplayStore
+    from reasonloop.tasks.recipes.arith import ArithConfig, generate
 
     config = ArithConfig(n=n, min_digits=min_digits, max_digits=max_digits, heldout_percent=heldout_percent, seed=seed)
     problems, samples = generate(config)

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli_model import quiet_transformers
-from flows.cli_store import RootOption
-from trainers.config import SFTConfig, TrainConfig
+from reasonloop.flows.cli_model import quiet_transformers
+from reasonloop.flows.cli_store import RootOption
+from reasonloop.trainers.config import SFTConfig, TrainConfig
 
 
 def with_config_options(config_cls: type) -> Any:
@@ -56,8 +56,8 @@ def train(
     quiet_transformers()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from storage import ReplayStore
-    from trainers.run import run_rl
+    from reasonloop.storage import ReplayStore
+    from reasonloop.trainers.run import run_rl
 
     try:
         cfg = TrainConfig(**_split_config(TrainConfig, config))
@@ -93,8 +93,8 @@ def sft(
 ) -> None:
     """Supervised fine-tuning on sft_samples in the store (loss-masked spans excluded)."""
     quiet_transformers()
-    from storage import ReplayStore
-    from trainers.run import run_sft_to
+    from reasonloop.storage import ReplayStore
+    from reasonloop.trainers.run import run_sft_to
 
     cfg = SFTConfig(**_split_config(SFTConfig, config))
     result = run_sft_to(ReplayStore(root), cfg, model=model, out=out, run_id=run_id)
@@ -114,8 +114,8 @@ def rollout_worker(
     """Sample groups for an async run from its newest published weights (model and settings come
     from the store: the run's newest registered checkpoint) and commit them, until the run ends."""
     quiet_transformers()
-    from storage import ReplayStore
-    from trainers.rollout_worker import run_worker
+    from reasonloop.storage import ReplayStore
+    from reasonloop.trainers.rollout_worker import run_worker
 
     stats = run_worker(ReplayStore(root), run_id, worker_id, rounds_per_version=rounds_per_version,
                        wait_timeout_s=wait_timeout_s, on_round=lambda s: typer.echo(

@@ -21,14 +21,14 @@ from typing import Any
 
 from prefect import flow
 
-from flows.artifacts import training_summary
-from flows.pipelines import build_model_task, evaluate_task, schedule_task, sft_task, synthesize, train_task
-from flows.progress import bar
-from flows.report import write_report
-from storage import ReplayStore
-from tasks.recipes.veritime import VeriTimeConfig
-from trainers.config import SFTConfig, TrainConfig
-from trainers.evaluate import paired_gain
+from reasonloop.flows.artifacts import training_summary
+from reasonloop.flows.pipelines import build_model_task, evaluate_task, schedule_task, sft_task, synthesize, train_task
+from reasonloop.flows.progress import bar
+from reasonloop.flows.report import write_report
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.veritime import VeriTimeConfig
+from reasonloop.trainers.config import SFTConfig, TrainConfig
+from reasonloop.trainers.evaluate import paired_gain
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 
-from flows.retrain import (
+from reasonloop.flows.retrain import (
     CHECKPOINT_READY,
     DEFAULT_TABLES,
     RETRAIN_DUE,
@@ -31,6 +32,9 @@ from flows.retrain import (
     synthesize_and_check,
 )  # fmt: skip
 
+# Runs load the flow from the installed package by module path, not from a file of the working
+# directory (which may be a project with its own `flows/`).
+MODULE = EntrypointType.MODULE_PATH
 DEPLOYMENT_NAMES = ("synthesize", "watch", "retrain", "evaluate-and-promote")
 
 
@@ -54,10 +58,12 @@ def build_deployments(s: ServeSettings) -> list:
     tables = list(s.tables)
     resource = {"prefect.resource.id": store_resource_id(s.root)}
     synth = synthesize_and_check.to_deployment(
+        entrypoint_type=MODULE,
         name="synthesize", cron=s.cron,
         parameters={"root": s.root, "n": s.synth_n, "threshold": s.threshold, "tables": tables},
     )  # fmt: skip
     retrain_deployment = retrain.to_deployment(
+        entrypoint_type=MODULE,
         name="retrain",
         parameters={"root": s.root, "run_id": "retrain-manual", "base_model": s.base_model, "config": s.retrain,
                     "tables": tables},
@@ -68,6 +74,7 @@ def build_deployments(s: ServeSettings) -> list:
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
     )  # fmt: skip
     promote = evaluate_and_promote.to_deployment(
+        entrypoint_type=MODULE,
         name="evaluate-and-promote",
         parameters={"root": s.root, "run_id": "", "checkpoint": "", "step": 0, "base_model": s.base_model,
                     "source": s.eval_source, "limit": s.eval_limit, "max_new_tokens": s.max_new_tokens,
@@ -82,6 +89,7 @@ def build_deployments(s: ServeSettings) -> list:
     if s.watch_seconds <= 0:
         return [synth, retrain_deployment, promote]
     watch = check_retrain.to_deployment(
+        entrypoint_type=MODULE,
         name="watch", interval=timedelta(seconds=s.watch_seconds),
         parameters={"root": s.root, "threshold": s.threshold, "tables": tables},
     )  # fmt: skip

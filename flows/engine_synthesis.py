@@ -21,9 +21,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from flows.breaker import BreakerConfig, BreakerOpen, ErrorRateBreaker
-from storage import ReplayStore
-from storage.samplers import split_filter
+from reasonloop.flows.breaker import BreakerConfig, BreakerOpen, ErrorRateBreaker
+from reasonloop.storage import ReplayStore
+from reasonloop.storage.samplers import split_filter
 
 
 def engine_tag(engine: dict[str, Any]) -> str:
@@ -40,9 +40,9 @@ def sample_chunk(
     root: str, engine: dict[str, Any], problem_ids: list[str], k: int, max_new_tokens: int, run_id: str, seed: int
 ) -> int:
     """k completions per problem from the engine, scored by exact answer, committed as rollouts."""
-    from tasks.engines import SamplingParams, make_engine
-    from tasks.rewards import get_reward
-    from tasks.rollout_rows import rollout_rows
+    from reasonloop.tasks.engines import SamplingParams, make_engine
+    from reasonloop.tasks.rewards import get_reward
+    from reasonloop.tasks.rollout_rows import rollout_rows
 
     store = ReplayStore(root)
     problems = store.query(

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from flows.processes import stop_process
+from reasonloop.flows.processes import stop_process
 
 
 def free_port() -> int:

@@ -17,17 +17,17 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
-from flows.progress import bar
-from schemas.common import config_fingerprint
-from storage import ReplayStore
-from storage.samplers import split_filter
-from tasks.recipes.veritime import VeriTimeConfig
-from trainers.config import SFTConfig, TrainConfig
+from reasonloop.flows.progress import bar
+from reasonloop.schemas.common import config_fingerprint
+from reasonloop.storage import ReplayStore
+from reasonloop.storage.samplers import split_filter
+from reasonloop.tasks.recipes.veritime import VeriTimeConfig
+from reasonloop.trainers.config import SFTConfig, TrainConfig
 
 
 @task(name="synthesize-veritime", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
 def synth_veritime_task(root: str, config: dict) -> dict[str, int]:
-    from tasks.recipes.veritime import generate
+    from reasonloop.tasks.recipes.veritime import generate
 
     problems, samples = generate(VeriTimeConfig(**config))
     store = ReplayStore(root)
@@ -46,14 +46,14 @@ def synthesize(root: str, config: dict, *, return_state: bool = False) -> Any:
 
 @task(name="build-model", cache_policy=NO_CACHE)
 def build_model_task(out: str, size: str, seed: int) -> str:
-    from tasks.models.tiny import init_tiny_model
+    from reasonloop.tasks.models.tiny import init_tiny_model
 
     return str(init_tiny_model(out, size=size, seed=seed))
 
 
 @task(name="sft", cache_policy=NO_CACHE)
 def sft_task(root: str, model: str, out: str, config: dict, run_id: str) -> str:
-    from trainers.run import run_sft_to
+    from reasonloop.trainers.run import run_sft_to
 
     advance = bar("SFT warm-up", config["steps"])  # a no-op unless a command opened progress bars
     result = run_sft_to(
@@ -67,8 +67,8 @@ def sft_task(root: str, model: str, out: str, config: dict, run_id: str) -> str:
 def schedule_task(root: str, model: str, source: str, pool: int, k: int, max_new_tokens: int, out: str) -> dict:
     """Difficulty scheduling: annotate `pool` training problems with k samples from `model`, keep
     the learnable (then promising) ones in taxonomy order, write the curriculum file for RL."""
-    from tasks.engines.transformers_engine import TransformersEngine
-    from tasks.scheduling.difficulty import write_curriculum
+    from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+    from reasonloop.tasks.scheduling.difficulty import write_curriculum
 
     where, params = split_filter("train", source)
     problems = (
@@ -90,7 +90,7 @@ def train_task(
     root: str, model: str, run_id: str, config: dict, resume: bool = False, data_watermark: dict | None = None
 ) -> str:
     """The whole RL loop in one task (a task per step would put Prefect in the hot loop)."""
-    from trainers.run import run_rl
+    from reasonloop.trainers.run import run_rl
 
     advance = bar(f"RL ({config['algo']} via the store)", config["steps"])
     result = run_rl(
@@ -105,7 +105,7 @@ def rollout_task(root: str, model: str, run_id: str, config: dict) -> int:
     """Sample and commit rollouts for training problems without updating the policy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.sampler import GroupSampler
+    from reasonloop.trainers.sampler import GroupSampler
 
     cfg = TrainConfig(**config)
     policy, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
@@ -117,7 +117,7 @@ def rollout_task(root: str, model: str, run_id: str, config: dict) -> int:
 
 @task(name="evaluate", cache_policy=NO_CACHE, retries=1)
 def evaluate_task(root: str, model: str, split: str, source: str, limit: int, max_new_tokens: int) -> dict:
-    from trainers.run import evaluate_model
+    from reasonloop.trainers.run import evaluate_model
 
     return evaluate_model(
         ReplayStore(root), model, split=split, source=source, limit=limit, max_new_tokens=max_new_tokens
@@ -145,7 +145,7 @@ def rollout(root: str, model: str, run_id: str, config: dict | None = None) -> i
 @flow(name="train")
 def train(root: str, model: str, run_id: str, config: dict | None = None, resume: bool = False) -> str:
     """RL through the store; returns the final checkpoint folder (and leaves a summary artifact)."""
-    from flows.artifacts import training_summary
+    from reasonloop.flows.artifacts import training_summary
 
     checkpoint = train_task(root, model, run_id, config or asdict(TrainConfig()), resume)
     training_summary(ReplayStore(root), run_id, checkpoint)

@@ -16,11 +16,11 @@ from typing import Any
 def spawn_cli(
     args: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen:
-    """`python -m flows.cli ARGS` (the `reasonloop` command) in a new process group, output
+    """`python -m reasonloop.flows.cli ARGS` (the `reasonloop` command) in a new process group, output
     appended to `log`."""
     with open(log, "ab") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args], env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "reasonloop.flows.cli", *args], env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
 

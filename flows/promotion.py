@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import row_id
-from storage import ReplayStore
-from trainers.evaluate import Gain, paired_gain
+from reasonloop.schemas import row_id
+from reasonloop.storage import ReplayStore
+from reasonloop.trainers.evaluate import Gain, paired_gain
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from storage import ReplayStore
-from trainers.evaluate import paired_gain
+from reasonloop.storage import ReplayStore
+from reasonloop.trainers.evaluate import paired_gain
 
 QUERIES = [
     (

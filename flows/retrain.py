@@ -23,13 +23,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
-from flows.artifacts import artifact_key, training_summary
-from flows.pipelines import evaluate_task, synthesize, train_task
-from flows.promotion import checkpoint_id, current_incumbent, decide, record_decision
-from flows.watermarks import RetrainPolicy, data_positions, pending_rows, retrain_run_id
-from storage import ReplayStore
-from tasks.recipes.veritime import VeriTimeConfig
-from trainers.config import TrainConfig
+from reasonloop.flows.artifacts import artifact_key, training_summary
+from reasonloop.flows.pipelines import evaluate_task, synthesize, train_task
+from reasonloop.flows.promotion import checkpoint_id, current_incumbent, decide, record_decision
+from reasonloop.flows.watermarks import RetrainPolicy, data_positions, pending_rows, retrain_run_id
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.veritime import VeriTimeConfig
+from reasonloop.trainers.config import TrainConfig
 
 RETRAIN_DUE = "reasonloop.retrain.due"
 CHECKPOINT_READY = "reasonloop.checkpoint.registered"

@@ -19,9 +19,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.processes import spawn_cli, stop_process
-from trainers.config import TrainConfig
-from trainers.step_utils import resolve_device
+from reasonloop.flows.processes import spawn_cli, stop_process
+from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.step_utils import resolve_device
 
 
 def _options(config: TrainConfig) -> list[str]:
@@ -94,9 +94,9 @@ def train_async(
         stop_process(trainer)
         for proc in pool.values():
             stop_process(proc)
-    from flows.artifacts import training_summary
-    from storage import ReplayStore
-    from trainers.checkpoint import latest_checkpoint
+    from reasonloop.flows.artifacts import training_summary
+    from reasonloop.storage import ReplayStore
+    from reasonloop.trainers.checkpoint import latest_checkpoint
 
     final = latest_checkpoint(out)
     training_summary(ReplayStore(root), run_id, str(final), [

@@ -11,8 +11,8 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from storage import ReplayStore
-from storage.samplers import nonzero_std_groups, staleness_window
+from reasonloop.storage import ReplayStore
+from reasonloop.storage.samplers import nonzero_std_groups, staleness_window
 
 
 def synthetic_rollouts(

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from schemas import get_table
-from storage import ReplayStore
+from reasonloop.schemas import get_table
+from reasonloop.storage import ReplayStore
 
 # Tables a retrain may count. Tables the trainer itself writes (rollouts, train_metrics,
 # checkpoints, promotions) are refused: training would trigger training.

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from schemas.checkpoints import CHECKPOINTS
-from schemas.common import TableSpec, config_fingerprint, row_id
-from schemas.problems import PROBLEMS
-from schemas.promotions import PROMOTIONS
-from schemas.rejected import REJECTED
-from schemas.rollouts import ROLLOUTS
-from schemas.sft_samples import SFT_SAMPLES
-from schemas.train_metrics import TRAIN_METRICS
+from reasonloop.schemas.checkpoints import CHECKPOINTS
+from reasonloop.schemas.common import TableSpec, config_fingerprint, row_id
+from reasonloop.schemas.problems import PROBLEMS
+from reasonloop.schemas.promotions import PROMOTIONS
+from reasonloop.schemas.rejected import REJECTED
+from reasonloop.schemas.rollouts import ROLLOUTS
+from reasonloop.schemas.sft_samples import SFT_SAMPLES
+from reasonloop.schemas.train_metrics import TRAIN_METRICS
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec for spec in (PROBLEMS, ROLLOUTS, SFT_SAMPLES, TRAIN_METRICS, CHECKPOINTS, PROMOTIONS, REJECTED)

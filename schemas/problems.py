@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.common import MESSAGES, STRING_MAP, TableSpec
+from reasonloop.schemas.common import MESSAGES, STRING_MAP, TableSpec
 
 ANSWER_TYPES = frozenset({"exact", "numeric", "choice", "math", "json", "rubric"})
 SPLITS = frozenset({"train", "test", "heldout"})

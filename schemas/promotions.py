@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.common import FLOAT_MAP, TableSpec
+from reasonloop.schemas.common import FLOAT_MAP, TableSpec
 
 PROMOTIONS = TableSpec(
     name="promotions",

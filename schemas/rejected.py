@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.common import TableSpec
+from reasonloop.schemas.common import TableSpec
 
 REJECTED = TableSpec(
     name="rejected",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.common import FLOAT_MAP, LOSS_MASK_SPANS, TableSpec
+from reasonloop.schemas.common import FLOAT_MAP, LOSS_MASK_SPANS, TableSpec
 
 STAGES = frozenset({"single", "draft", "refine", "verify"})
 FINISH_REASONS = frozenset({"stop", "length"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.common import LOSS_MASK_SPANS, MESSAGES, TableSpec
+from reasonloop.schemas.common import LOSS_MASK_SPANS, MESSAGES, TableSpec
 
 SFT_SAMPLES = TableSpec(
     name="sft_samples",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.common import FLOAT_MAP, TableSpec
+from reasonloop.schemas.common import FLOAT_MAP, TableSpec
 
 TRAIN_METRICS = TableSpec(
     name="train_metrics",

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.coerce import CoerceError, coerce
-from schemas.common import DERIVED_FIELDS, TableSpec, row_id
+from reasonloop.schemas.coerce import CoerceError, coerce
+from reasonloop.schemas.common import DERIVED_FIELDS, TableSpec, row_id
 
 # Partition values become directory names: a conservative alphabet, never "." or "..".
 PARTITION_ALPHABET = "A-Za-z0-9._+@:-"

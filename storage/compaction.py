@@ -20,11 +20,11 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from schemas import TableSpec
-from storage.layout import COMPACTED_DIR, iter_delta_files, publish, temp_path
-from storage.manifest import Manifest, load_manifest, save_manifest, table_lock
-from storage.reader import read_parquet_sql
-from storage.writer import WriteOptions, parquet_kwargs
+from reasonloop.schemas import TableSpec
+from reasonloop.storage.layout import COMPACTED_DIR, iter_delta_files, publish, temp_path
+from reasonloop.storage.manifest import Manifest, load_manifest, save_manifest, table_lock
+from reasonloop.storage.reader import read_parquet_sql
+from reasonloop.storage.writer import WriteOptions, parquet_kwargs
 
 
 @dataclass(frozen=True)

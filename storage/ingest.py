@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas import TableSpec
-from schemas.coerce import CoerceError, decode_text
-from schemas.validate import Rejection
+from reasonloop.schemas import TableSpec
+from reasonloop.schemas.coerce import CoerceError, decode_text
+from reasonloop.schemas.validate import Rejection
 
 FORMATS = {
     ".jsonl": "jsonl",

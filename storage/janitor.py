@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from schemas import TABLES
-from storage.commit_log import append_commits, read_commits
-from storage.compaction import take_expired
-from storage.layout import COMPACTED_DIR, iter_delta_files, iter_temp_files, temp_owner_pid
-from storage.manifest import Manifest, load_manifest, save_manifest, table_lock
+from reasonloop.schemas import TABLES
+from reasonloop.storage.commit_log import append_commits, read_commits
+from reasonloop.storage.compaction import take_expired
+from reasonloop.storage.layout import COMPACTED_DIR, iter_delta_files, iter_temp_files, temp_owner_pid
+from reasonloop.storage.manifest import Manifest, load_manifest, save_manifest, table_lock
 
 
 @dataclass

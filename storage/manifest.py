@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.layout import MANIFEST, fsync_dir, temp_path
+from reasonloop.storage.layout import MANIFEST, fsync_dir, temp_path
 
 
 @dataclass

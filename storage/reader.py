@@ -18,9 +18,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from schemas import TABLES, TableSpec, get_table
-from storage.layout import iter_delta_files
-from storage.manifest import load_manifest
+from reasonloop.schemas import TABLES, TableSpec, get_table
+from reasonloop.storage.layout import iter_delta_files
+from reasonloop.storage.manifest import load_manifest
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas import get_table
-from schemas.validate import partition_problem
-from storage.layout import partition_dir_name
-from storage.reader import StoreReader, read_parquet_sql
+from reasonloop.schemas import get_table
+from reasonloop.schemas.validate import partition_problem
+from reasonloop.storage.layout import partition_dir_name
+from reasonloop.storage.reader import StoreReader, read_parquet_sql
 
 
 def _run_partition(run_id: str) -> str:

@@ -24,16 +24,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas import TABLES, UnknownTableError, get_table, row_id
-from schemas.rejected import REJECTED
-from schemas.validate import Limits, Rejection, Validated, validate_rows, validate_table
-from storage import commit_log
-from storage.compaction import CompactionPolicy, CompactionResult, compact_table
-from storage.ingest import input_format, read_input
-from storage.janitor import VacuumResult, vacuum
-from storage.layout import resolve_root
-from storage.reader import StoreReader, snapshot
-from storage.writer import WriteOptions, commit_rows
+from reasonloop.schemas import TABLES, UnknownTableError, get_table, row_id
+from reasonloop.schemas.rejected import REJECTED
+from reasonloop.schemas.validate import Limits, Rejection, Validated, validate_rows, validate_table
+from reasonloop.storage import commit_log
+from reasonloop.storage.compaction import CompactionPolicy, CompactionResult, compact_table
+from reasonloop.storage.ingest import input_format, read_input
+from reasonloop.storage.janitor import VacuumResult, vacuum
+from reasonloop.storage.layout import resolve_root
+from reasonloop.storage.reader import StoreReader, snapshot
+from reasonloop.storage.writer import WriteOptions, commit_rows
 
 UNKNOWN_TABLE_PARTITION = "unknown"
 

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas import TableSpec
-from storage.commit_log import append_commits
-from storage.layout import partition_dir_name, publish, temp_path
-from storage.manifest import load_manifest
+from reasonloop.schemas import TableSpec
+from reasonloop.storage.commit_log import append_commits
+from reasonloop.storage.layout import partition_dir_name, publish, temp_path
+from reasonloop.storage.manifest import load_manifest
 
 ROW_GROUP_ROWS = 8192  # small enough that a staleness window prunes most of a compacted file
 

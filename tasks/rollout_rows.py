@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from schemas import row_id
-from tasks.engines.base import Completion, Prompt
-from tasks.engines.fake import prompt_text
+from reasonloop.schemas import row_id
+from reasonloop.tasks.engines.base import Completion, Prompt
+from reasonloop.tasks.engines.fake import prompt_text
 
 
 def group_key(run_id: str, policy_version: int, problem_id: str, stage: str, salt: str = "") -> str:

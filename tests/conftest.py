@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from storage import ReplayStore  # noqa: E402
+from reasonloop.storage import ReplayStore  # noqa: E402
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with the character tokenizer, built once per test session."""
     from transformers.utils import logging as hf_logging
 
-    from tasks.models.tiny import init_tiny_model
+    from reasonloop.tasks.models.tiny import init_tiny_model
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -39,9 +39,9 @@ def sft_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     """The tiny model after a short SFT on arith: it solves some problems, so rewards vary."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.recipes.arith import ArithConfig, generate
-    from trainers.config import SFTConfig
-    from trainers.sft import run_sft
+    from reasonloop.tasks.recipes.arith import ArithConfig, generate
+    from reasonloop.trainers.config import SFTConfig
+    from reasonloop.trainers.sft import run_sft
 
     _, samples = generate(ArithConfig(n=1500, max_digits=2, seed=1))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -56,7 +56,7 @@ def sft_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 def harness(tmp_path_factory: pytest.TempPathFactory):
     """Prefect's test harness (a temporary server, ~11 s to start), once per test session."""
-    from flows.prefect_env import configure_prefect
+    from reasonloop.flows.prefect_env import configure_prefect
 
     configure_prefect(tmp_path_factory.mktemp("prefect-home"))
     from prefect.testing.utilities import prefect_test_harness

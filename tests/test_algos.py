@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainers.algos import ADVANTAGES, CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
+from reasonloop.trainers.algos import ADVANTAGES, CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
 
 REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0], dtype=torch.float64)
 GROUPS = torch.tensor([0, 0, 0, 1, 1, 1])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from storage import ReplayStore
-from tasks.recipes.arith import ArithConfig, generate, is_heldout, steps_target
-from tasks.rewards import get_reward
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.arith import ArithConfig, generate, is_heldout, steps_target
+from reasonloop.tasks.rewards import get_reward
 
 
 def check_target(prompt: str, target: str) -> bool:

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from flows.processes import spawn_cli, stop_process, wait_for
-from storage import ReplayStore
-from tasks.recipes.arith import ArithConfig, generate
-from trainers.checkpoint import latest_checkpoint, load_meta
-from trainers.config import TrainConfig
-from trainers.rollout_worker import newest_published
+from reasonloop.flows.processes import spawn_cli, stop_process, wait_for
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
+from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.rollout_worker import newest_published
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS, K = 8, 1
@@ -128,8 +128,8 @@ def test_trainer_killed_and_resumed_loses_and_repeats_nothing(
 def test_train_async_flow_restarts_a_killed_worker(
     arith_store: ReplayStore, sft_model_dir: Path, tmp_path: Path, harness
 ) -> None:
-    from flows.prefect_env import no_heartbeat
-    from flows.train_async import train_async
+    from reasonloop.flows.prefect_env import no_heartbeat
+    from reasonloop.flows.train_async import train_async
 
     out = tmp_path / "ckpt"
     result: dict = {}
@@ -188,8 +188,8 @@ def test_async_config_refuses_a_deadlock() -> None:
 
 def test_group_index_keeps_runs_apart(tmp_path: Path) -> None:
     """Run 'a' must not see run 'ab' (a prefix of its name), neither on rebuild nor while following the log."""
+    from reasonloop.trainers.group_index import GroupIndex
     from tests.procs.common import rollout_batch
-    from trainers.group_index import GroupIndex
 
     store = ReplayStore(tmp_path / "store")
     store.write("rollouts", rollout_batch("w", 0, 4, "a"))

@@ -9,8 +9,8 @@ from tests.procs.spawn import REPO
 
 CHECK = """
 import sys
-import tasks.engines, tasks.engines.transformers_engine, trainers, trainers.logprobs
-heavy = sorted(m for m in ("storage", "prefect", "polars", "duckdb", "flows") if m in sys.modules)
+import reasonloop.tasks.engines, reasonloop.tasks.engines.transformers_engine, reasonloop.trainers, reasonloop.trainers.logprobs
+heavy = sorted(m for m in ("reasonloop.storage", "prefect", "polars", "duckdb", "reasonloop.flows") if m in sys.modules)
 print(",".join(heavy))
 """
 

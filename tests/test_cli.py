@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from reasonloop.flows.cli import app
 from tests.procs.spawn import REPO
 
 runner = CliRunner()
@@ -99,7 +99,7 @@ def test_stats_compact_vacuum(tmp_path: Path, files: dict[str, Path]) -> None:
 def test_walkthrough_runs_as_a_console_command(tmp_path: Path) -> None:
     env = {"REASONLOOP_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "walkthrough"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "reasonloop.flows.cli", "walkthrough"], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from flows.cli import app
-from storage import ReplayStore
+from reasonloop.flows.cli import app
+from reasonloop.storage import ReplayStore
 
 runner = CliRunner()
 

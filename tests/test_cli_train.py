@@ -7,9 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from flows.cli import app
-from storage import ReplayStore
-from trainers.config import SFTConfig, TrainConfig
+from reasonloop.flows.cli import app
+from reasonloop.storage import ReplayStore
+from reasonloop.trainers.config import SFTConfig, TrainConfig
 
 runner = CliRunner()
 
@@ -60,8 +60,8 @@ def test_report_to_tensorboard_reaches_the_training_loop(tmp_path: Path, tiny_mo
 
     import pytest
 
-    from tasks.recipes.arith import ArithConfig, generate
-    from trainers.run import run_rl
+    from reasonloop.tasks.recipes.arith import ArithConfig, generate
+    from reasonloop.trainers.run import run_rl
 
     store = ReplayStore(tmp_path / "store")
     store.write("problems", generate(ArithConfig(n=50, max_digits=2))[0])

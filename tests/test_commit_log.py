@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from storage import ReplayStore
-from storage.commit_log import COMMIT_LOG, append_commits, read_commits
-from storage.layout import iter_delta_files
+from reasonloop.storage import ReplayStore
+from reasonloop.storage.commit_log import COMMIT_LOG, append_commits, read_commits
+from reasonloop.storage.layout import iter_delta_files
 
 
 def problems(n: int, start: int = 0, source: str = "user") -> list[dict]:
@@ -75,7 +75,7 @@ def test_vacuum_does_not_race_a_fresh_file(store: ReplayStore) -> None:
 
 
 def test_tail_follows_the_log_from_an_offset(tmp_path: Path) -> None:
-    from storage.commit_log import tail_commits
+    from reasonloop.storage.commit_log import tail_commits
 
     append_commits(tmp_path, [("p=a/part-1.parquet", 4)])
     first, offset = tail_commits(tmp_path, 0)

@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from flows.local_server import LocalPrefectServer, prefect_executable
-from flows.processes import spawn_cli, stop_process, wait_for
-from storage import ReplayStore
-from tasks.recipes.veritime import VeriTimeConfig, generate
+from reasonloop.flows.local_server import LocalPrefectServer, prefect_executable
+from reasonloop.flows.processes import spawn_cli, stop_process, wait_for
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.veritime import VeriTimeConfig, generate
 
 REPO = Path(__file__).resolve().parent.parent
 THRESHOLD = 200
@@ -73,7 +73,7 @@ class Api:
             limit = dep.get("global_concurrency_limit") or {}
             options = dep.get("concurrency_options") or {}
             out[name] = {
-                "schedules": schedules, "triggers": triggers, "limit": limit.get("limit"),
+                "entrypoint": dep["entrypoint"], "schedules": schedules, "triggers": triggers, "limit": limit.get("limit"),
                 "collision": options.get("collision_strategy", "ENQUEUE") if limit else None,
             }  # fmt: skip
         return out
@@ -90,7 +90,12 @@ def add_problems(store: ReplayStore, n: int, seed: int) -> None:
 
 def reasonloop(env: dict, *args: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "reasonloop.flows.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -165,7 +170,7 @@ def test_threshold_event_retrains_evaluates_and_promotes(tmp_path: Path, tiny_mo
         # A burst of events for one crossing starts one run; the rest are cancelled.
         add_problems(store, 300, seed=3)
         burst = (
-            "from flows.retrain import emit_store_event, check_retrain\n"
+            "from reasonloop.flows.retrain import emit_store_event, check_retrain\n"
             "from prefect import flow\n"
             "@flow\n"
             "def burst(root: str) -> None:\n"
@@ -211,5 +216,6 @@ def test_prefect_yaml_declares_what_serve_registers(tmp_path: Path, tiny_model_d
         assert served["retrain"]["collision"] == "CANCEL_NEW" and served["retrain"]["limit"] == 1
         assert served["evaluate-and-promote"]["limit"] == 1 and len(served["evaluate-and-promote"]["triggers"]) == 1
         assert served["synthesize"]["schedules"] == ['{"cron": "0 * * * *"}']
+        assert served["retrain"]["entrypoint"] == "reasonloop.flows.retrain.retrain"
         assert served["watch"]["schedules"] == ['{"interval": 300.0}']
         assert api.deployment("retrain")["work_pool_name"] == "reasonloop"

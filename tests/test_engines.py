@@ -10,10 +10,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tasks.engines import SamplingParams, make_engine
-from tasks.engines.transformers_engine import TransformersEngine, truncate_logprobs
-from tasks.engines.vllm_engine import VLLM_MISSING, completions_from_vllm, logprobs_are_exact, vllm_sampling_kwargs
-from trainers.logprobs import completion_logprobs
+from reasonloop.tasks.engines import SamplingParams, make_engine
+from reasonloop.tasks.engines.transformers_engine import TransformersEngine, truncate_logprobs
+from reasonloop.tasks.engines.vllm_engine import (
+    VLLM_MISSING,
+    completions_from_vllm,
+    logprobs_are_exact,
+    vllm_sampling_kwargs,
+)
+from reasonloop.trainers.logprobs import completion_logprobs
 
 PROMPTS = ["1+1=", "123+456=", "x"]
 

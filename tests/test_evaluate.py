@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from trainers.evaluate import paired_gain
+from reasonloop.trainers.evaluate import paired_gain
 
 
 def _eval(correct: list[int], ids: list[str] | None = None) -> dict:

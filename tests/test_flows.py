@@ -9,9 +9,9 @@ import pytest
 
 
 def test_demo_quick_runs_end_to_end_through_the_store(harness, tmp_path: Path) -> None:
-    from flows.demo import demo
-    from flows.prefect_env import no_heartbeat
-    from storage import ReplayStore
+    from reasonloop.flows.demo import demo
+    from reasonloop.flows.prefect_env import no_heartbeat
+    from reasonloop.storage import ReplayStore
 
     with no_heartbeat():
         result = demo(str(tmp_path / "store"), quick=True)
@@ -33,8 +33,8 @@ def test_synthesis_is_cached_while_the_store_holds_its_rows(harness, tmp_path: P
 
     from prefect import flow
 
-    from flows.pipelines import synthesize
-    from storage import ReplayStore
+    from reasonloop.flows.pipelines import synthesize
+    from reasonloop.storage import ReplayStore
 
     @flow
     def synth_state(root: str, config: dict) -> str:
@@ -50,7 +50,7 @@ def test_synthesis_is_cached_while_the_store_holds_its_rows(harness, tmp_path: P
 
 
 def test_no_problem_is_both_training_and_held_out() -> None:
-    from tasks.recipes.veritime import VeriTimeConfig, generate
+    from reasonloop.tasks.recipes.veritime import VeriTimeConfig, generate
 
     problems, samples = generate(VeriTimeConfig(n=6000, seed=0))
     heldout = {p["prompt"] for p in problems if p["split"] == "heldout"}
@@ -64,10 +64,10 @@ def test_no_problem_is_both_training_and_held_out() -> None:
 def test_evaluate_and_promote_both_branches(harness, tmp_path: Path, tiny_model_dir: Path, sft_model_dir: Path) -> None:
     """An arith-trained candidate beats the base model (promoted); the base model as the next
     candidate does not beat it (rejected). Both decisions are rows and reports."""
-    from flows.prefect_env import no_heartbeat
-    from flows.retrain import evaluate_and_promote
-    from storage import ReplayStore
-    from tasks.recipes.arith import ArithConfig, generate
+    from reasonloop.flows.prefect_env import no_heartbeat
+    from reasonloop.flows.retrain import evaluate_and_promote
+    from reasonloop.storage import ReplayStore
+    from reasonloop.tasks.recipes.arith import ArithConfig, generate
 
     store = ReplayStore(tmp_path / "store")
     store.write("problems", generate(ArithConfig(n=1500, max_digits=2, seed=1))[0])
@@ -94,10 +94,10 @@ def _engine(url: str) -> dict:
 
 
 def test_engine_synthesis_respects_the_endpoint_tag_limit_and_reruns_add_nothing(harness, tmp_path: Path) -> None:
-    from flows.engine_synthesis import synthesize_with_engine
-    from flows.prefect_env import no_heartbeat
-    from storage import ReplayStore
-    from tasks.recipes.arith import ArithConfig, generate
+    from reasonloop.flows.engine_synthesis import synthesize_with_engine
+    from reasonloop.flows.prefect_env import no_heartbeat
+    from reasonloop.storage import ReplayStore
+    from reasonloop.tasks.recipes.arith import ArithConfig, generate
     from tests.procs.fake_openai import FakeOpenAI
 
     store = ReplayStore(tmp_path / "store")
@@ -114,10 +114,10 @@ def test_engine_synthesis_respects_the_endpoint_tag_limit_and_reruns_add_nothing
 
 
 def test_engine_synthesis_breaker_stops_a_failing_run_and_keeps_what_succeeded(harness, tmp_path: Path) -> None:
-    from flows.breaker import BreakerOpen
-    from flows.engine_synthesis import synthesize_with_engine
-    from flows.prefect_env import no_heartbeat
-    from storage import ReplayStore
+    from reasonloop.flows.breaker import BreakerOpen
+    from reasonloop.flows.engine_synthesis import synthesize_with_engine
+    from reasonloop.flows.prefect_env import no_heartbeat
+    from reasonloop.storage import ReplayStore
     from tests.procs.fake_openai import FakeOpenAI
 
     store = ReplayStore(tmp_path / "store")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tasks.models.tiny import init_tiny_model
+from reasonloop.tasks.models.tiny import init_tiny_model
 
 
 def test_loads_with_auto_classes(tiny_model_dir: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.engines import SamplingParams, make_engine
-from tasks.engines.openai_engine import EngineError
+from reasonloop.tasks.engines import SamplingParams, make_engine
+from reasonloop.tasks.engines.openai_engine import EngineError
 from tests.procs.fake_openai import FakeOpenAI
 
 FAST = {"backoff_s": 0.01, "timeout_s": 5.0}

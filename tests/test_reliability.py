@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import ReplayStore, StoreConfig
-from storage.compaction import CompactionPolicy
-from storage.layout import iter_temp_files
+from reasonloop.storage import ReplayStore, StoreConfig
+from reasonloop.storage.compaction import CompactionPolicy
+from reasonloop.storage.layout import iter_temp_files
 from tests.procs.spawn import Processes
 
 ROWS = 4000  # rows per batch: large enough that a batch spends real time in its temp file

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from storage import ReplayStore
-from tasks.recipes.arith import ArithConfig, generate
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.arith import ArithConfig, generate
 from tests.procs.spawn import REPO
 
 DETERMINISTIC = [
@@ -30,7 +30,7 @@ DETERMINISTIC = [
 
 def train_cmd(root: Path, model: Path, run_id: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "flows.cli", "train", "--run-id", run_id, "--model", str(model), "--root", str(root),
+        sys.executable, "-m", "reasonloop.flows.cli", "train", "--run-id", run_id, "--model", str(model), "--root", str(root),
         "--steps", "10", "--prompts-per-step", "4", "--group-size", "4", "--max-completion-length", "12",
         "--lr", "1e-3", "--num-iterations", "2", "--torch-threads", "1", *extra,
     ]  # fmt: skip

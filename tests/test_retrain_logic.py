@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from flows.breaker import BreakerConfig, BreakerOpen, ErrorRateBreaker
-from flows.promotion import Incumbent, checkpoint_id, current_incumbent, decide, record_decision
-from flows.watermarks import RetrainPolicy, data_positions, pending_rows, retrain_run_id, trained_positions
-from storage import ReplayStore
+from reasonloop.flows.breaker import BreakerConfig, BreakerOpen, ErrorRateBreaker
+from reasonloop.flows.promotion import Incumbent, checkpoint_id, current_incumbent, decide, record_decision
+from reasonloop.flows.watermarks import RetrainPolicy, data_positions, pending_rows, retrain_run_id, trained_positions
+from reasonloop.storage import ReplayStore
 
 
 def problems(n: int, start: int = 0) -> list[dict]:

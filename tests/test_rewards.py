@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from tasks.rewards import REWARDS, CompositeReward, get_reward
-from tasks.rewards.answers import extract_answer
-from tasks.rewards.shaping import format_score, overlong_penalty
+from reasonloop.tasks.rewards import REWARDS, CompositeReward, get_reward
+from reasonloop.tasks.rewards.answers import extract_answer
+from reasonloop.tasks.rewards.shaping import format_score, overlong_penalty
 
 ADVERSARIAL = [
     "",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.engines import make_engine
-from tasks.scheduling.difficulty import Annotated, annotate, schedule
+from reasonloop.tasks.engines import make_engine
+from reasonloop.tasks.scheduling.difficulty import Annotated, annotate, schedule
 
 
 def problem(pid: str, taxonomy: str) -> dict:
@@ -37,7 +37,7 @@ def test_annotate_measures_pass_rate_and_process() -> None:
 def test_write_curriculum_keeps_learnable_in_order(tmp_path) -> None:
     import json
 
-    from tasks.scheduling.difficulty import write_curriculum
+    from reasonloop.tasks.scheduling.difficulty import write_curriculum
 
     answers = {"a": ["#1"] * 4, "b": ["#1", "#2", "#2", "#2"], "c": ["#2"] * 4, "d": ["#1", "#1", "#2", "#2"]}
     engine = make_engine("fake", script=lambda prompt, i: answers[prompt][i])

@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tasks.recipes.arith import ArithConfig, generate
-from trainers.config import SFTConfig
-from trainers.logprobs import completion_logprobs
-from trainers.sft import encode_sample, run_sft
+from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.trainers.config import SFTConfig
+from reasonloop.trainers.logprobs import completion_logprobs
+from reasonloop.trainers.sft import encode_sample, run_sft
 
 
 def test_spans_map_to_tokens(tiny_model_dir: Path) -> None:

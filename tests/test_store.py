@@ -12,12 +12,12 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from schemas import TABLES, config_fingerprint, get_table, row_id
-from schemas.validate import validate_rows
-from storage import ReplayStore, StoreConfig
-from storage.compaction import CompactionPolicy
-from storage.layout import iter_temp_files, temp_path
-from storage.samplers import latest_rollouts, nonzero_std_groups, staleness_window, uniform_sample
+from reasonloop.schemas import TABLES, config_fingerprint, get_table, row_id
+from reasonloop.schemas.validate import validate_rows
+from reasonloop.storage import ReplayStore, StoreConfig
+from reasonloop.storage.compaction import CompactionPolicy
+from reasonloop.storage.layout import iter_temp_files, temp_path
+from reasonloop.storage.samplers import latest_rollouts, nonzero_std_groups, staleness_window, uniform_sample
 from tests.procs.common import rollout_batch
 
 

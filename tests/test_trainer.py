@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.engines import make_engine
+from reasonloop.tasks.engines import make_engine
+from reasonloop.trainers.igrpo import select_draft
+from reasonloop.trainers.logprobs import completion_logprobs
 from tests.trainer_helpers import arith_store, make_trainer
-from trainers.igrpo import select_draft
-from trainers.logprobs import completion_logprobs
 
 
 @pytest.mark.parametrize("algo", ["grpo", "dr_grpo", "dapo", "gspo"])
@@ -179,7 +179,7 @@ def test_kl_to_the_reference_only_when_beta_is_positive(tiny_model_dir: Path, tm
 def test_device_resolution() -> None:
     import torch
 
-    from trainers.step_utils import resolve_device
+    from reasonloop.trainers.step_utils import resolve_device
 
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu") and resolve_device("cuda:1") == torch.device("cuda", 1)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import get_table
-from schemas.validate import Limits, validate_rows, validate_table
-from storage import ReplayStore, StoreConfig
+from reasonloop.schemas import get_table
+from reasonloop.schemas.validate import Limits, validate_rows, validate_table
+from reasonloop.storage import ReplayStore, StoreConfig
 
 PROBLEM = {"prompt": "12+34=", "answer": "46", "answer_type": "exact"}
 ROLLOUT = {

@@ -7,10 +7,10 @@ import statistics
 
 import pytest
 
-from storage import ReplayStore
-from tasks.recipes.veritime import VeriTimeConfig, generate
-from tasks.rewards import get_reward
-from tasks.rewards.veritime import parse_steps
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.veritime import VeriTimeConfig, generate
+from reasonloop.tasks.rewards import get_reward
+from reasonloop.tasks.rewards.veritime import parse_steps
 
 CAUSE_LETTER = {"spike": "A", "shift": "B", "seasonal": "C", "trend": "D"}
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from storage import ReplayStore
-from tasks.recipes.arith import ArithConfig, generate
-from tasks.rewards import CompositeReward
-from trainers.config import TrainConfig
-from trainers.rl import RLTrainer
+from reasonloop.storage import ReplayStore
+from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.tasks.rewards import CompositeReward
+from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.rl import RLTrainer
 
 
 def digit_share(completions, **kwargs):

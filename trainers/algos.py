@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tasks.registry import Registry
+from reasonloop.tasks.registry import Registry
 
 EPS = 1e-6
 AdvantageFn = Callable[..., torch.Tensor]

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from trainers.group_index import GroupIndex
-from trainers.rl import RLTrainer
-from trainers.step_utils import pad
+from reasonloop.trainers.group_index import GroupIndex
+from reasonloop.trainers.rl import RLTrainer
+from reasonloop.trainers.step_utils import pad
 
 
 class StaleRowError(AssertionError):

@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tasks.engines.base import Engine, SamplingParams
-from tasks.rewards import get_reward
+from reasonloop.tasks.engines.base import Engine, SamplingParams
+from reasonloop.tasks.rewards import get_reward
 
 
 @dataclass

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from storage import ReplayStore
-from storage.commit_log import tail_commits
+from reasonloop.storage import ReplayStore
+from reasonloop.storage.commit_log import tail_commits
 
 COLUMNS = ["group_id", "policy_version", "sample_idx", "reward", "stage"]
 

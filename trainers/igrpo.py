@@ -18,10 +18,10 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainers.step_utils import derive_seed
+from reasonloop.trainers.step_utils import derive_seed
 
 if TYPE_CHECKING:
-    from trainers.rl import RLTrainer
+    from reasonloop.trainers.rl import RLTrainer
 
 
 def select_draft(rewards: list[float], rule: str, rng: random.Random) -> int:

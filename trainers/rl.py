@@ -29,15 +29,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from tasks.engines.base import Engine
-from tasks.engines.transformers_engine import TransformersEngine
-from tasks.rewards import CompositeReward
-from trainers.algos import CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
-from trainers.checkpoint import CheckpointMeta, load_meta, load_states, save_checkpoint
-from trainers.config import TrainConfig
-from trainers.logprobs import completion_logprobs
-from trainers.sampler import GroupSampler
-from trainers.step_utils import (
+from reasonloop.tasks.engines.base import Engine
+from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+from reasonloop.tasks.rewards import CompositeReward
+from reasonloop.trainers.algos import CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
+from reasonloop.trainers.checkpoint import CheckpointMeta, load_meta, load_states, save_checkpoint
+from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.logprobs import completion_logprobs
+from reasonloop.trainers.sampler import GroupSampler
+from reasonloop.trainers.step_utils import (
     batch_metrics,
     derive_seed,
     group_count,
@@ -48,7 +48,7 @@ from trainers.step_utils import (
 )
 
 if TYPE_CHECKING:
-    from storage import ReplayStore
+    from reasonloop.storage import ReplayStore
 
 
 class RLTrainer(GroupSampler):
@@ -95,11 +95,11 @@ class RLTrainer(GroupSampler):
     def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
         """Commit this step's rollouts and read the training batch back from those files. With
         dynamic sampling, zero-variance groups are dropped and refilled (capped rounds)."""
-        from storage.samplers import batch_rows  # the store is the data path; imported at run time
+        from reasonloop.storage.samplers import batch_rows  # the store is the data path; imported at run time
 
         c = self.config
         if c.algo == "igrpo":
-            from trainers.igrpo import igrpo_round
+            from reasonloop.trainers.igrpo import igrpo_round
 
             def one_round(r: int) -> list:
                 return igrpo_round(self, step, r, metrics)
@@ -143,7 +143,7 @@ class RLTrainer(GroupSampler):
             return fresh
         if not self.exact_old_logprobs:
             raise ValueError("replay needs exact sampling logprobs (the transformers engine on the trained model)")
-        from storage.samplers import replay_groups
+        from reasonloop.storage.samplers import replay_groups
 
         with self.timed("store_read"):
             stages = ("refine",) if c.algo == "igrpo" else ("single",)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage import ReplayStore
-from trainers.checkpoint import load_meta
-from trainers.config import TrainConfig
+from reasonloop.storage import ReplayStore
+from reasonloop.trainers.checkpoint import load_meta
+from reasonloop.trainers.config import TrainConfig
 
 
 @dataclass
@@ -57,8 +57,8 @@ def run_worker(
     """Sample for `run_id` until its final version is published (or nothing new for `wait_timeout_s`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.sampler import GroupSampler
-    from trainers.step_utils import resolve_device
+    from reasonloop.trainers.sampler import GroupSampler
+    from reasonloop.trainers.step_utils import resolve_device
 
     stats = WorkerStats()
     sampler: Any = None

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainers.checkpoint import latest_checkpoint, load_meta
-from trainers.config import SFTConfig, TrainConfig
+from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
+from reasonloop.trainers.config import SFTConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from storage import ReplayStore
+    from reasonloop.storage import ReplayStore
 
 
 @dataclass
@@ -40,7 +40,7 @@ def run_rl(
     checkpoints (see RLTrainer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainers.rl import RLTrainer
+    from reasonloop.trainers.rl import RLTrainer
 
     out = output_dir or store.root / "checkpoints" / run_id
     checkpoint = latest_checkpoint(out) if resume else None
@@ -51,12 +51,12 @@ def run_rl(
         model = checkpoint
     if not model:
         raise ValueError("a model is required (or resume)")
-    from trainers.step_utils import resolve_device
+    from reasonloop.trainers.step_utils import resolve_device
 
     policy = AutoModelForCausalLM.from_pretrained(model).to(resolve_device(config.device))
     tokenizer = AutoTokenizer.from_pretrained(model)
     if config.async_rollouts:
-        from trainers.async_trainer import AsyncRLTrainer as RLTrainer  # rollouts from worker processes
+        from reasonloop.trainers.async_trainer import AsyncRLTrainer as RLTrainer  # rollouts from worker processes
     trainer = RLTrainer(
         config, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=out,
         data_watermark=data_watermark,
@@ -75,12 +75,12 @@ def run_sft_to(
     and registered in `checkpoints`, the loss curve in `train_metrics`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from storage.samplers import split_filter
-    from trainers.sft import run_sft
+    from reasonloop.storage.samplers import split_filter
+    from reasonloop.trainers.sft import run_sft
 
     where, params = split_filter(config.split, config.source)
     samples = store.query(f"SELECT prompt, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id", params)
-    from trainers.step_utils import resolve_device
+    from reasonloop.trainers.step_utils import resolve_device
 
     policy = AutoModelForCausalLM.from_pretrained(model).to(resolve_device(config.device))
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -102,10 +102,10 @@ def evaluate_model(
 ) -> dict[str, Any]:  # fmt: skip
     """Greedy accuracy per task type (with n and binomial standard error) and pass@k on a fixed
     held-out list (ordered by id, so every model sees the same problems)."""
-    from storage.samplers import split_filter
-    from tasks.engines import SamplingParams
-    from tasks.engines.transformers_engine import TransformersEngine
-    from tasks.rewards import get_reward
+    from reasonloop.storage.samplers import split_filter
+    from reasonloop.tasks.engines import SamplingParams
+    from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+    from reasonloop.tasks.rewards import get_reward
 
     where, params = split_filter(split, source)
     params["n"] = limit

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tasks.engines.base import Completion, Engine, SamplingParams
-from tasks.engines.transformers_engine import TransformersEngine
-from tasks.rewards import CompositeReward
-from tasks.rollout_rows import rollout_rows
-from trainers.algos import ADVANTAGES
-from trainers.config import TrainConfig
-from trainers.step_utils import derive_seed, typed_rollouts
+from reasonloop.tasks.engines.base import Completion, Engine, SamplingParams
+from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+from reasonloop.tasks.rewards import CompositeReward
+from reasonloop.tasks.rollout_rows import rollout_rows
+from reasonloop.trainers.algos import ADVANTAGES
+from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.step_utils import derive_seed, typed_rollouts
 
 if TYPE_CHECKING:
-    from storage import ReplayStore
+    from reasonloop.storage import ReplayStore
 
 
 class GroupSampler:
@@ -58,7 +58,7 @@ class GroupSampler:
 
     # ------------------------------------------------------------------ data
     def _load_problems(self) -> list[dict]:
-        from storage.samplers import split_filter  # the store is passed in; imported at run time
+        from reasonloop.storage.samplers import split_filter  # the store is passed in; imported at run time
 
         where, params = split_filter(self.config.split, self.config.source)
         rows = self.reader.query(

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from trainers.config import SFTConfig
-from trainers.logprobs import completion_logprobs
+from reasonloop.trainers.config import SFTConfig
+from reasonloop.trainers.logprobs import completion_logprobs
 
 
 def encode_sample(tokenizer: Any, prompt: str, target: str, spans: Sequence[dict] | None) -> tuple[list, list, list]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import torch
 
-from trainers.config import TrainConfig
+from reasonloop.trainers.config import TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,7 +73,7 @@ def batch_metrics(batch: pa.Table, metrics: dict[str, float]) -> None:
 
 def typed_rollouts(rows: list[dict]) -> pa.Table:
     """Rows as an Arrow table in the rollouts schema: the store's vectorized validation path."""
-    from schemas.rollouts import ROLLOUTS
+    from reasonloop.schemas.rollouts import ROLLOUTS
 
     return pa.Table.from_pylist(rows, schema=pa.schema([ROLLOUTS.schema.field(k) for k in rows[0]]))
 

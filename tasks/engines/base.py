@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Union
 
-from tasks.registry import Registry
+from reasonloop.tasks.registry import Registry
 
 ChatMessages = list[dict[str, str]]
 Prompt = Union[str, ChatMessages]  # noqa: UP007 - readable alias
@@ -81,6 +81,6 @@ register_engine = ENGINES.register
 
 def make_engine(name: str, **kwargs: object) -> Engine:
     """An engine by name; an unknown name fails listing the valid ones."""
-    import tasks.engines  # noqa: F401 - registers the built-in engines
+    import reasonloop.tasks.engines  # noqa: F401 - registers the built-in engines
 
     return ENGINES.get(name)(**kwargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
 
 Script = Callable[[str, int], str]
 

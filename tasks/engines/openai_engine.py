@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
 
 
 def truncate_logprobs(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
 
 VLLM_MISSING = "the vllm engine needs vLLM: pip install 'reasonloop[vllm]' (GPU machines only)"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from tasks.models.char_tokenizer import build_char_tokenizer
+from reasonloop.tasks.models.char_tokenizer import build_char_tokenizer
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from schemas.common import config_fingerprint
+from reasonloop.schemas.common import config_fingerprint
 
 SOURCE = "arith"
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from schemas.common import config_fingerprint
-from tasks.recipes.arith import is_heldout
+from reasonloop.schemas.common import config_fingerprint
+from reasonloop.tasks.recipes.arith import is_heldout
 
 SOURCE = "veritime"
 TASKS = ("deductive", "causal", "quantitative", "inductive")

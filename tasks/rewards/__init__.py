@@ -1,7 +1,7 @@
 """Reward functions (a registry by name) and the composite weighted reward."""
 
-from tasks.rewards import answers, math_verify_reward, shaping, veritime  # noqa: F401 - registration
-from tasks.rewards.composite import CompositeReward, RewardResult
-from tasks.rewards.registry import REWARDS, get_reward, register_reward
+from reasonloop.tasks.rewards import answers, math_verify_reward, shaping, veritime  # noqa: F401 - registration
+from reasonloop.tasks.rewards.composite import CompositeReward, RewardResult
+from reasonloop.tasks.rewards.registry import REWARDS, get_reward, register_reward
 
 __all__ = ["REWARDS", "CompositeReward", "RewardResult", "get_reward", "register_reward"]

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any
 
-from tasks.rewards.registry import register_reward, safe_scores
+from reasonloop.tasks.rewards.registry import register_reward, safe_scores
 
 MAX_SCAN = 20_000  # characters of a completion we look at: bounds time on adversarial output
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)

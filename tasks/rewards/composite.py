@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.rewards.registry import RewardFn, get_reward
+from reasonloop.tasks.rewards.registry import RewardFn, get_reward
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tasks.rewards.answers import boxed_content, extract_answer
-from tasks.rewards.registry import register_reward, safe_scores
+from reasonloop.tasks.rewards.answers import boxed_content, extract_answer
+from reasonloop.tasks.rewards.registry import register_reward, safe_scores
 
 MAX_ANSWER = 300
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tasks.registry import Registry
+from reasonloop.tasks.registry import Registry
 
 RewardFn = Callable[..., list[float | None]]
 REWARDS: Registry[RewardFn] = Registry("reward")
@@ -19,7 +19,7 @@ register_reward = REWARDS.register
 
 
 def get_reward(name: str) -> RewardFn:
-    import tasks.rewards  # noqa: F401 - registers the built-in rewards
+    import reasonloop.tasks.rewards  # noqa: F401 - registers the built-in rewards
 
     return REWARDS.get(name)
 

@@ -6,7 +6,7 @@ import re
 from functools import partial
 from typing import Any
 
-from tasks.rewards.registry import register_reward, safe_scores
+from reasonloop.tasks.rewards.registry import register_reward, safe_scores
 
 
 def format_score(text: str, tags: tuple[str, ...] = ("think", "answer")) -> float:

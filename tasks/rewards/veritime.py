@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tasks.rewards.answers import extract_answer
-from tasks.rewards.registry import register_reward, safe_scores
+from reasonloop.tasks.rewards.answers import extract_answer
+from reasonloop.tasks.rewards.registry import register_reward, safe_scores
 
 STEP_FORMAT = re.compile(r"I:([^;#]*);P:([^;#]*);S:([^;#]*);A:([^;#]*);#(\S+)")
 DEFAULT_WEIGHTS = {"format": 1.0, "answer": 1.0, "process": 1.0, "length": 1.0}

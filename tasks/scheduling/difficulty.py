@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.engines.base import Engine, SamplingParams
-from tasks.recipes.veritime import LEVEL
-from tasks.rewards import get_reward
+from reasonloop.tasks.engines.base import Engine, SamplingParams
+from reasonloop.tasks.recipes.veritime import LEVEL
+from reasonloop.tasks.rewards import get_reward
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pyarrow as pa
 
-from schemas import row_id
+from reasonloop.schemas import row_id
 
 TOKENS = 64
 

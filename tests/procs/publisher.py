@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from storage import ReplayStore
-from trainers.checkpoint import CheckpointMeta, save_checkpoint
+from reasonloop.storage import ReplayStore
+from reasonloop.trainers.checkpoint import CheckpointMeta, save_checkpoint
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from storage.reader import StoreReader
+from reasonloop.storage.reader import StoreReader
 
 QUERY = """
 SELECT count(*) AS n, count(DISTINCT id) AS d,

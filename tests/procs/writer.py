@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from storage import ReplayStore, StoreConfig
-from storage.writer import WriteOptions
+from reasonloop.storage import ReplayStore, StoreConfig
+from reasonloop.storage.writer import WriteOptions
 from tests.procs.common import rollout_batch
 
 
