@@ -41,6 +41,7 @@ class Rejection:
     raw: Any  # the row as received
     reason: str  # what is wrong, in words a user can act on
     validator: str  # which check caught it
+    index: int | None = None  # position of the row in the batch it came in (None: not from a batch)
 
 
 @dataclass
@@ -106,16 +107,22 @@ def validate_rows(
     overrides = overrides or {}
     prepared: list[dict] = []
     raws: list[Any] = []
+    indices: list[int] = []
     rejected: list[Rejection] = []
-    for raw in rows:
+    for i, raw in enumerate(rows):
         try:
             prepared.append(_prepare_row(spec, raw, now, overrides))
-            raws.append(raw)
         except CoerceError as exc:
-            rejected.append(Rejection(raw, str(exc), "row"))
+            rejected.append(Rejection(raw, str(exc), "row", i))
+            continue
+        except Exception as exc:  # whatever a row does to a validator (nesting too deep, ...), it is data
+            rejected.append(Rejection(raw, f"cannot validate ({type(exc).__name__}: {str(exc)[:200]})", "row", i))
+            continue
+        raws.append(raw)
+        indices.append(i)
     table = pa.Table.from_pylist(prepared, schema=spec.schema)
-    checked = check_table(spec, table, limits, raws)
-    return Validated(checked.good, rejected + checked.rejected)
+    checked = check_table(spec, table, limits, raws, indices)
+    return Validated(checked.good, sorted(rejected + checked.rejected, key=lambda r: r.index or 0))
 
 
 # ---------------------------------------------------------------- the Arrow path
@@ -139,13 +146,18 @@ def validate_table(
     unknown = [c for c in table.column_names if c not in spec.column_names]
     if unknown:
         reason = f"unknown column(s) {', '.join(map(repr, unknown[:5]))} for table {spec.name!r}"
-        return Validated(spec.schema.empty_table(), [Rejection(r, reason, "row") for r in table.to_pylist()])
+        return Validated(
+            spec.schema.empty_table(), [Rejection(r, reason, "row", i) for i, r in enumerate(table.to_pylist())]
+        )
     n = table.num_rows
     columns = []
     try:
         for f in spec.schema:
             if f.name in table.column_names:
                 column = table.column(f.name).cast(f.type, safe=True)
+                default = overrides.get(f.name, spec.default_for(f.name))
+                if column.null_count and default is not None:  # a null takes the default, as in the dict path
+                    column = pc.fill_null(column, pa.scalar(default, f.type))
             elif f.name == "created_at":
                 column = _constant(now, f.type, n)
             elif f.name == "schema_version":
@@ -154,7 +166,7 @@ def validate_table(
                 default = overrides.get(f.name, spec.default_for(f.name))
                 column = _constant(default, f.type, n)
             columns.append(column)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+    except (pa.ArrowException, ValueError, TypeError):  # any column that does not cast: find the rows
         return validate_rows(spec, table.to_pylist(), limits=limits, overrides=overrides, now=now)
     typed = pa.Table.from_arrays(columns, schema=spec.schema)
     if "id" not in table.column_names:
@@ -271,8 +283,11 @@ def _numeric_checks(spec: TableSpec, t: pa.Table) -> Iterable[tuple[str, np.ndar
         )
 
 
-def check_table(spec: TableSpec, table: pa.Table, limits: Limits, raws: list[Any] | None) -> Validated:
-    """Apply every rule of `spec` to a typed table; rows that break one are rejected."""
+def check_table(
+    spec: TableSpec, table: pa.Table, limits: Limits, raws: list[Any] | None, indices: list[int] | None = None
+) -> Validated:
+    """Apply every rule of `spec` to a typed table; rows that break one are rejected. `raws` and
+    `indices`: each table row's input as received and its position in the input batch."""
     n = table.num_rows
     if n == 0:
         return Validated(table, [])
@@ -285,9 +300,12 @@ def check_table(spec: TableSpec, table: pa.Table, limits: Limits, raws: list[Any
     if not reasons:
         return Validated(table, [])
     rejected = [
-        Rejection(raws[i] if raws is not None else table.slice(i, 1).to_pylist()[0], reason, validator)
+        Rejection(
+            raws[i] if raws is not None else table.slice(i, 1).to_pylist()[0], reason, validator,
+            indices[i] if indices is not None else i,
+        )
         for i, (validator, reason) in sorted(reasons.items())
-    ]
+    ]  # fmt: skip
     keep = np.ones(n, dtype=bool)
     keep[list(reasons)] = False
     return Validated(table.filter(pa.array(keep)), rejected)

@@ -29,7 +29,7 @@ from reasonloop.schemas.rejected import REJECTED
 from reasonloop.schemas.validate import Limits, Rejection, Validated, validate_rows, validate_table
 from reasonloop.storage import commit_log
 from reasonloop.storage.compaction import CompactionPolicy, CompactionResult, compact_table
-from reasonloop.storage.ingest import input_format, read_input
+from reasonloop.storage.ingest import Decoded, RawText, input_format, read_input
 from reasonloop.storage.janitor import VacuumResult, vacuum
 from reasonloop.storage.layout import resolve_root
 from reasonloop.storage.reader import StoreReader, snapshot
@@ -72,7 +72,25 @@ class CommitResult:
 
 
 def _raw_json(raw: Any) -> str:
-    return json.dumps(raw, default=repr, ensure_ascii=True, allow_nan=True)
+    """The quarantined form of a rejected input: file text verbatim, anything else as JSON (repr
+    where even that fails, e.g. nesting deeper than the encoder's stack)."""
+    if isinstance(raw, RawText):
+        return str(raw)
+    try:
+        return json.dumps(raw, default=repr, ensure_ascii=True, allow_nan=True)
+    except (RecursionError, ValueError, TypeError):
+        return repr(raw)[: 1 << 20]
+
+
+def _located(rejection: Rejection, decoded: Decoded) -> Rejection:
+    """A validation rejection of an ingested row, with its place in the file and its text there."""
+    if rejection.index is None:
+        return rejection
+    return replace(
+        rejection,
+        raw=decoded.raw(rejection.index, rejection.raw),
+        reason=f"{decoded.label}{decoded.where(rejection.index)}: {rejection.reason}",
+    )
 
 
 class ReplayStore:
@@ -92,10 +110,13 @@ class ReplayStore:
         config_hash: str | None = None,
         rejections: Sequence[Rejection] = (),
         sync: bool | None = None,
+        decoded: Decoded | None = None,
     ) -> CommitResult:
         """Validate and commit rows (dicts, an Arrow table or a polars DataFrame). Fields a row
         lacks are filled from `run_id`/`producer`/`config_hash`, then the table's defaults.
-        `sync` overrides the store's fsync setting for this commit (atomicity is unaffected)."""
+        `sync` overrides the store's fsync setting for this commit (atomicity is unaffected).
+        `decoded`: where the rows came from (ingest), so a rejected row is quarantined with its
+        line number and its text as it was in the file."""
         overrides = {
             k: v for k, v in (("run_id", run_id), ("producer", producer), ("config_hash", config_hash)) if v is not None
         }
@@ -112,6 +133,8 @@ class ReplayStore:
         checked: Validated = (
             validate_table(spec, data, **kwargs) if isinstance(data, pa.Table) else validate_rows(spec, data, **kwargs)
         )
+        if decoded is not None:
+            checked.rejected = [_located(r, decoded) for r in checked.rejected]
         options = self.config.write if sync is None else replace(self.config.write, sync=sync)
         committed = commit_rows(self.root, spec, checked.good, options)
         result = CommitResult(
@@ -174,8 +197,10 @@ class ReplayStore:
             input_format(path)
         total = CommitResult(table)
         for path in files:
-            rows, bad = read_input(path, spec)
-            total.add(self.write(table, rows, rejections=bad, **write_kwargs))
+            decoded = read_input(path, spec)
+            decoded.label = f"{path}: "  # every reason names the file
+            bad = [replace(r, reason=decoded.label + r.reason) for r in decoded.rejected]
+            total.add(self.write(table, decoded.rows, rejections=bad, decoded=decoded, **write_kwargs))
         return total
 
     # ------------------------------------------------------------------ reading
