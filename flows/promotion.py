@@ -30,9 +30,9 @@ class Decision:
     reason: str
 
 
-def checkpoint_id(run_id: str, step: int) -> str:
-    """The `checkpoints` row id of (run_id, step)."""
-    return row_id("checkpoints", (run_id, step))
+def checkpoint_id(run_id: str, step: int, path: str, kind: str = "full") -> str:
+    """The `checkpoints` row id of a registered checkpoint."""
+    return row_id("checkpoints", (run_id, step, kind, path))
 
 
 def current_incumbent(store: ReplayStore, base_model: str) -> Incumbent:

@@ -29,7 +29,7 @@ QUERIES = [
     ("Quarantined rows and why", "SELECT table_name, reason, count(*) AS n FROM rejected GROUP BY ALL ORDER BY n DESC"),
     (
         "Checkpoints and their data watermark",
-        "SELECT run_id, step, path, watermark FROM checkpoints ORDER BY run_id, step",
+        "SELECT run_id, step, path, watermark FROM checkpoints WHERE kind = 'full' ORDER BY run_id, step",
     ),
 ]
 

@@ -118,7 +118,7 @@ def evaluate_and_promote(
     incumbent_eval = evaluate_task(root, incumbent.path, "heldout", source, limit, max_new_tokens)
     decision = decide(candidate_eval, incumbent_eval)
     watermark = store.query(
-        "SELECT watermark FROM checkpoints WHERE id = $id", {"id": checkpoint_id(run_id, int(step))}
+        "SELECT watermark FROM checkpoints WHERE id = $id", {"id": checkpoint_id(run_id, int(step), checkpoint)}
     ).column("watermark")
     report = store.root / "reports" / f"promotion-{run_id}.md"
     lines = [
@@ -132,7 +132,7 @@ def evaluate_and_promote(
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     generation = record_decision(
-        store, run_id=run_id, candidate_id=checkpoint_id(run_id, int(step)), candidate_path=checkpoint,
+        store, run_id=run_id, candidate_id=checkpoint_id(run_id, int(step), checkpoint), candidate_path=checkpoint,
         incumbent=incumbent, decision=decision, candidate_eval=candidate_eval, incumbent_eval=incumbent_eval,
         watermark=json.loads((watermark.to_pylist() or ["{}"])[0] or "{}"), report=str(report),
     )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reasonloop.schemas.checkpoints import CHECKPOINTS
 from reasonloop.schemas.common import TableSpec, config_fingerprint, row_id
+from reasonloop.schemas.consumed import CONSUMED
 from reasonloop.schemas.problems import PROBLEMS
 from reasonloop.schemas.promotions import PROMOTIONS
 from reasonloop.schemas.rejected import REJECTED
@@ -12,7 +13,8 @@ from reasonloop.schemas.sft_samples import SFT_SAMPLES
 from reasonloop.schemas.train_metrics import TRAIN_METRICS
 
 TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (PROBLEMS, ROLLOUTS, SFT_SAMPLES, TRAIN_METRICS, CHECKPOINTS, PROMOTIONS, REJECTED)
+    spec.name: spec
+    for spec in (PROBLEMS, ROLLOUTS, SFT_SAMPLES, TRAIN_METRICS, CONSUMED, CHECKPOINTS, PROMOTIONS, REJECTED)
 }
 
 

@@ -20,7 +20,7 @@ FINISH_REASONS = frozenset({"stop", "length"})
 
 ROLLOUTS = TableSpec(
     name="rollouts",
-    version=1,
+    version=2,  # 2: usage_count dropped (which steps used a rollout is the `consumed` table)
     fields=(
         pa.field("problem_id", pa.string(), nullable=False),
         pa.field("group_id", pa.string(), nullable=False),  # samples compared with each other
@@ -38,17 +38,16 @@ ROLLOUTS = TableSpec(
         pa.field("reward", pa.float64()),  # total (weighted) reward; None = not scored (yet)
         pa.field("rewards", FLOAT_MAP),  # per reward function
         pa.field("advantage", pa.float64()),
-        pa.field("usage_count", pa.int32(), nullable=False),  # times trained on (replay)
         pa.field("loss_mask_spans", LOSS_MASK_SPANS),  # completion token spans excluded from loss
     ),
     id_key=("run_id", "policy_version", "problem_id", "stage", "group_id", "sample_idx"),
     partition_by="run_id",
     sort_by=("policy_version", "group_id", "sample_idx", "stage", "id"),
     nonempty=("problem_id", "group_id"),
-    defaults={"stage": "single", "usage_count": 0},
+    defaults={"stage": "single"},
     enums={"stage": STAGES, "finish_reason": FINISH_REASONS},
     finite=("reward", "rewards", "advantage", "logprobs", "entropy"),
-    nonnegative=("sample_idx", "policy_version", "usage_count", "prompt_ids", "completion_ids"),
+    nonnegative=("sample_idx", "policy_version", "prompt_ids", "completion_ids"),
     equal_lengths=(("completion_ids", "logprobs"),),
     texts=("prompt", "completion"),
 )

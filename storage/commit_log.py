@@ -19,8 +19,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 COMMIT_LOG = "_commits.jsonl"
@@ -102,3 +103,36 @@ def tail_commits(table_dir: Path, offset: int = 0) -> tuple[list[tuple[str, int]
             continue
         out.append((record["file"], int(record["rows"])))
     return out, offset + end
+
+
+@dataclass
+class _Positions:
+    ident: tuple[int, int] = (0, 0)  # (device, inode) of the log followed
+    offset: int = 0
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+_FOLLOWED: dict[Path, _Positions] = {}
+_FOLLOW_LOCK = threading.Lock()
+
+
+def positions(table_dir: Path) -> dict[str, int]:
+    """file (relative to the table directory) -> its commit position, for every file ever logged,
+    kept current by following the log from the last byte read (the log only grows, so a process
+    that commits or reads often pays only for what is new). The dict is live: do not modify it."""
+    path = table_dir / COMMIT_LOG
+    with _FOLLOW_LOCK:
+        state = _FOLLOWED.setdefault(path, _Positions())
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            state.ident, state.offset, state.positions = (0, 0), 0, {}
+            return state.positions
+        ident = (stat.st_dev, stat.st_ino)
+        if ident != state.ident or stat.st_size < state.offset:  # replaced or truncated: start over
+            state.ident, state.offset, state.positions = ident, 0, {}
+        if stat.st_size > state.offset:
+            entries, state.offset = tail_commits(table_dir, state.offset)
+            for file, _rows in entries:
+                state.positions.setdefault(file, len(state.positions) + 1)
+        return state.positions

@@ -1,6 +1,7 @@
 """`vacuum`: remove what crashes and compactions leave behind, never what a reader may still use.
 
-- temp files whose writer process is gone (or that are older than `temp_max_age`);
+- temp files whose writer process is gone (a process of this host; another host's temp is left
+  until it is older than `temp_max_age`, since a pid means nothing across machines);
 - obsolete files past the grace period (listed in a manifest's garbage);
 - orphans of a crash between publishing a compacted file and switching the manifest, or between
   the switch and deleting what it made obsolete (unreferenced and older than the grace period).
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 from reasonloop.schemas import TABLES
 from reasonloop.storage.commit_log import append_commits, read_commits
 from reasonloop.storage.compaction import take_expired
-from reasonloop.storage.layout import COMPACTED_DIR, iter_delta_files, iter_temp_files, temp_owner_pid
+from reasonloop.storage.layout import COMPACTED_DIR, host_name, iter_delta_files, iter_temp_files, temp_owner
 from reasonloop.storage.manifest import Manifest, load_manifest, save_manifest, table_lock
 
 
@@ -54,9 +55,13 @@ def _age(path: Path, now: float) -> float:
 def vacuum(root: Path, *, grace_seconds: float = 60.0, temp_max_age: float = 3600.0) -> VacuumResult:
     result = VacuumResult()
     now = time.time()
+    here = host_name()
     for tmp in iter_temp_files(root):
-        pid = temp_owner_pid(tmp.name)
-        if pid is None or not pid_alive(pid) or _age(tmp, now) > temp_max_age:
+        owner = temp_owner(tmp.name)
+        local = owner is not None and owner.host in (None, here)
+        # Another host's writer may be alive whatever its pid: only its age tells.
+        dead = owner is None or (local and not pid_alive(owner.pid))
+        if dead or _age(tmp, now) > temp_max_age:
             tmp.unlink(missing_ok=True)
             result.temps_removed += 1
     for name in TABLES:
@@ -65,22 +70,26 @@ def vacuum(root: Path, *, grace_seconds: float = 60.0, temp_max_age: float = 360
             continue
         with table_lock(table_dir):
             manifest = load_manifest(table_dir)
-            expired = take_expired(manifest, grace_seconds, now)
-            if expired:
-                manifest.version += 1
-                save_manifest(table_dir, manifest)
-            for rel in expired:
-                (table_dir / rel).unlink(missing_ok=True)
-            result.obsolete_removed += len(expired)
+            expired, forgotten = take_expired(manifest, table_dir, grace_seconds, now)
             pending = {rel for rel, _ in manifest.garbage} | set(manifest.compacted_files())
             orphans = [p for p in iter_delta_files(table_dir) if manifest.is_folded(p.parent.name, p.name)]
             compacted_dir = table_dir / COMPACTED_DIR
             if compacted_dir.is_dir():
                 orphans += list(compacted_dir.glob("*/c-*.parquet"))
+            orphans = [
+                p for p in orphans if str(p.relative_to(table_dir)) not in pending and _age(p, now) >= grace_seconds
+            ]
             for path in orphans:
-                if str(path.relative_to(table_dir)) not in pending and _age(path, now) >= grace_seconds:
-                    path.unlink(missing_ok=True)
-                    result.orphans_removed += 1
+                manifest.mark_deleted(str(path.relative_to(table_dir)), now)  # a folded delta: forget it later
+            if expired or forgotten or orphans:
+                manifest.version += 1
+                save_manifest(table_dir, manifest)
+            for rel in expired:
+                (table_dir / rel).unlink(missing_ok=True)
+            for path in orphans:
+                path.unlink(missing_ok=True)
+            result.obsolete_removed += len(expired)
+            result.orphans_removed += len(orphans)
             result.commits_logged += _log_unlogged(table_dir, manifest, grace_seconds, now)
     return result
 

@@ -4,7 +4,7 @@
     <root>/<table>/_compacted/<col>=<value>/c-<uuid>.parquet    compaction output
     <root>/<table>/_manifest.json                               which compacted files are live,
                                                                 which deltas they absorbed
-    .tmp-<pid>-<uuid>.inprogress                                a file being written
+    .tmp-<host>-<pid>-<uuid>.inprogress                         a file being written
 
 A temp name never ends in `.parquet`, so a glob or listing never picks up a partial file; a
 finished file is published with one link/rename, which is atomic on a local filesystem.
@@ -13,8 +13,11 @@ finished file is published with one link/rename, which is atomic on a local file
 from __future__ import annotations
 
 import os
+import re
+import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ROOT = ".reasonloop"
@@ -35,16 +38,32 @@ def partition_dir_name(column: str, value: str) -> str:
     return f"{column}={value}"
 
 
+def host_name() -> str:
+    """This machine's name, in the alphabet of a file name (a temp name carries it)."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+@dataclass(frozen=True)
+class TempOwner:
+    host: str | None  # None: a name from before hosts were recorded (treated as this host's)
+    pid: int
+
+
 def temp_path(directory: Path) -> Path:
-    """A fresh temp name in `directory`; the pid lets the janitor tell live writers from dead."""
-    return directory / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}{TMP_SUFFIX}"
+    """A fresh temp name in `directory`. Host and pid let `vacuum` tell a live writer from a dead
+    one: a pid means something only on its own host (on a shared filesystem, another machine's
+    writer may be alive with any pid)."""
+    return directory / f"{TMP_PREFIX}{host_name()}-{os.getpid()}-{uuid.uuid4().hex}{TMP_SUFFIX}"
 
 
-def temp_owner_pid(name: str) -> int | None:
+def temp_owner(name: str) -> TempOwner | None:
     if not (name.startswith(TMP_PREFIX) and name.endswith(TMP_SUFFIX)):
         return None
+    parts = name[len(TMP_PREFIX) : -len(TMP_SUFFIX)].rsplit("-", 2)  # host names may hold '-' (escaped as '_')
     try:
-        return int(name[len(TMP_PREFIX) :].split("-", 1)[0])
+        if len(parts) == 3:
+            return TempOwner(parts[0], int(parts[1]))
+        return TempOwner(None, int(parts[0]))
     except ValueError:
         return None
 
@@ -97,5 +116,5 @@ def iter_delta_files(table_dir: Path, partition: str | None = None) -> Iterator[
 def iter_temp_files(root: Path) -> Iterator[Path]:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            if temp_owner_pid(name) is not None or name.startswith(TMP_PREFIX):
+            if name.startswith(TMP_PREFIX):
                 yield Path(dirpath) / name

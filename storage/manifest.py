@@ -8,8 +8,11 @@ switch the manifest read lands on, every committed row is seen exactly once:
 Files a switch makes obsolete are kept for a grace period (so a reader that planned with the old
 manifest can still open them), then deleted by the next compaction or `vacuum`.
 
-`folded` also remembers every batch name ever absorbed, so re-committing a batch after its delta
-file was compacted away is still recognized as a duplicate.
+`folded` names the absorbed delta files that may still be on disk: a name stays while its file
+exists and for one more grace period after the file is deleted (so a reader that listed the file
+just before the deletion still excludes it), then it is forgotten — the manifest stays bounded as
+a run grows. A re-commit of a batch whose file is long gone is recognized by the commit log, which
+names every file ever published (storage.writer).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from reasonloop.storage.layout import MANIFEST, fsync_dir, temp_path
 @dataclass
 class PartitionState:
     files: list[str] = field(default_factory=list)  # live compacted files, relative to table dir
-    folded: set[str] = field(default_factory=set)  # delta file names absorbed into `files`
+    folded: dict[str, float | None] = field(default_factory=dict)  # absorbed delta -> when deleted (None: not yet)
 
 
 @dataclass
@@ -50,20 +53,51 @@ class Manifest:
         state = self.partitions.get(partition)
         return state is not None and name in state.folded
 
+    def mark_deleted(self, rel: str, now: float) -> None:
+        """An obsolete file is about to be deleted: if it is a folded delta, start the countdown
+        after which its name is forgotten."""
+        partition, _, name = rel.rpartition("/")
+        state = self.partitions.get(partition)
+        if state is not None and name in state.folded:
+            state.folded[name] = now
+
+    def forget_deleted(self, table_dir: Path, grace_seconds: float, now: float) -> int:
+        """Forget folded names deleted more than a grace period ago. A file still on disk by then
+        (a crash between saving the manifest and deleting) is deleted now and forgotten later."""
+        forgotten = 0
+        for partition, state in self.partitions.items():
+            for name, deleted_at in list(state.folded.items()):
+                if deleted_at is None or now - deleted_at < grace_seconds:
+                    continue
+                leftover = table_dir / partition / name
+                if leftover.exists():
+                    leftover.unlink(missing_ok=True)
+                    state.folded[name] = now
+                else:
+                    del state.folded[name]
+                    forgotten += 1
+        return forgotten
+
     def to_json(self) -> dict:
         return {
             "version": self.version,
             "partitions": {
-                p: {"files": s.files, "folded": sorted(s.folded)} for p, s in sorted(self.partitions.items())
+                p: {"files": s.files, "folded": dict(sorted(s.folded.items()))}
+                for p, s in sorted(self.partitions.items())
             },
             "garbage": [list(g) for g in self.garbage],
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
+        def folded(value: dict | list) -> dict[str, float | None]:  # a list: the format before names were forgotten
+            return dict(value) if isinstance(value, dict) else dict.fromkeys(value)
+
         return cls(
             version=int(data["version"]),
-            partitions={p: PartitionState(list(s["files"]), set(s["folded"])) for p, s in data["partitions"].items()},
+            partitions={
+                p: PartitionState(list(s["files"]), folded(s["folded"])) for p, s in data["partitions"].items()
+            },
             garbage=[(str(g[0]), float(g[1])) for g in data.get("garbage", [])],
         )
 

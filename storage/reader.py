@@ -4,8 +4,12 @@ No `.duckdb` database file is opened for writing (its lock would exclude every o
 readers included): each reader holds an in-memory DuckDB connection whose views name the
 Parquet files of a snapshot. Any number of reader and writer processes coexist.
 
-Ids are unique across compacted files (compaction deduplicates), so only delta files can repeat
-an id; the view deduplicates that part alone, keeping the first committed copy.
+A row's identity is (partition, id). Compacted files hold each identity once and before any
+delta (compaction deduplicates and absorbs earlier commits), so only delta files can repeat one;
+the view deduplicates that part alone, keeping the first copy in commit order (the position of
+its file in the table's commit log; a file the log does not name yet comes after every logged
+one). Commit order, not `created_at`: clocks differ between writers, and a batch is stamped long
+before it is published.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ import duckdb
 import pyarrow as pa
 
 from reasonloop.schemas import TABLES, TableSpec, get_table
+from reasonloop.storage import commit_log
 from reasonloop.storage.layout import iter_delta_files
 from reasonloop.storage.manifest import load_manifest
+
+UNLOGGED = 2**62  # the commit position of a file the log does not name yet: after every logged one
 
 
 @dataclass(frozen=True)
@@ -62,21 +69,31 @@ def read_parquet_sql(spec: TableSpec, files: Sequence[Path], *, filename: bool =
 
 def scan_sql(spec: TableSpec, snap: Snapshot, where: str | None = None) -> str:
     """A SELECT over a snapshot with `where` (code-defined SQL, values as $params) applied before
-    deduplication, so filters prune files and row groups first."""
+    deduplication, so filters prune files and row groups first. With more than one delta file it
+    reads `_commit_order_<table>` (see StoreReader.order_table)."""
     cond = f"WHERE {where}" if where else ""
     if not snap.files:
         return f"SELECT * FROM _empty_{spec.name} {cond}"
     parts = []
+    key = f"{spec.partition_by}, id"
     if snap.compacted:
         parts.append(f"SELECT * FROM {read_parquet_sql(spec, snap.compacted)} {cond}")
-    if snap.deltas:
-        anti = ""
+    if len(snap.deltas) == 1 and not snap.compacted:
+        parts.append(f"SELECT * FROM {read_parquet_sql(spec, snap.deltas)} {cond}")  # one file: nothing to repeat
+    elif snap.deltas:
+        rows = f"SELECT * FROM {read_parquet_sql(spec, snap.deltas, filename=True)} {cond}"
         if snap.compacted:
-            anti = f"{'AND' if where else 'WHERE'} id NOT IN (SELECT id FROM {read_parquet_sql(spec, snap.compacted)})"
-        parts.append(
-            f"SELECT * EXCLUDE (filename) FROM {read_parquet_sql(spec, snap.deltas, filename=True)} "
-            f"{cond} {anti} QUALIFY row_number() OVER (PARTITION BY id ORDER BY created_at, filename) = 1"
-        )
+            rows = (
+                f"SELECT d.* FROM ({rows}) d ANTI JOIN (SELECT {key} FROM {read_parquet_sql(spec, snap.compacted)}) c "
+                f"ON d.{spec.partition_by} = c.{spec.partition_by} AND d.id = c.id"
+            )
+        if len(snap.deltas) > 1:
+            rows = (
+                f"SELECT r.* FROM ({rows}) r LEFT JOIN _commit_order_{spec.name} o ON o.filename = r.filename "
+                f"QUALIFY row_number() OVER (PARTITION BY r.{spec.partition_by}, r.id "
+                f"ORDER BY coalesce(o.seq, {UNLOGGED}), r.filename) = 1"
+            )
+        parts.append(f"SELECT * EXCLUDE (filename) FROM ({rows})")
     return " UNION ALL BY NAME ".join(f"({p})" for p in parts)
 
 
@@ -96,13 +113,30 @@ class StoreReader:
         for spec in TABLES.values():
             self.con.register(f"_empty_{spec.name}", spec.schema.empty_table())
         self.snapshots: dict[str, Snapshot] = {}
+        self._orders: dict[str, int] = {}  # table -> commit positions registered
         self.refresh()
+
+    def order_table(self, table: str) -> None:
+        """Register `_commit_order_<table>` (filename, seq): every logged file of the table with
+        its commit position; a superset of any snapshot's deltas, re-registered when it grew."""
+        table_dir = self.root / table
+        logged = commit_log.positions(table_dir)
+        if self._orders.get(table) == len(logged):
+            return
+        names = [str(table_dir / rel) for rel in logged]
+        self.con.register(
+            f"_commit_order_{table}",
+            pa.table({"filename": pa.array(names, pa.string()), "seq": pa.array(list(logged.values()), pa.int64())}),
+        )
+        self._orders[table] = len(logged)
 
     def refresh(self, tables: Sequence[str] | None = None) -> None:
         for name in tables or TABLES:
             spec = get_table(name)
             snap = snapshot(self.root, name)
             self.snapshots[name] = snap
+            if len(snap.deltas) > 1:
+                self.order_table(name)
             self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {scan_sql(spec, snap)}")
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
@@ -113,7 +147,10 @@ class StoreReader:
         """SQL text for a fresh snapshot of `table` (optionally one partition dir, e.g.
         'run_id=abc'), filtered by `where` before deduplication."""
         spec = get_table(table)
-        return scan_sql(spec, snapshot(self.root, table, partition), where)
+        snap = snapshot(self.root, table, partition)
+        if len(snap.deltas) > 1:
+            self.order_table(table)
+        return scan_sql(spec, snap, where)
 
     def close(self) -> None:
         self.con.close()

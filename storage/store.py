@@ -220,10 +220,13 @@ class ReplayStore:
         return pa.concat_tables([pq.read_table(f, schema=spec.schema) for f in files])
 
     # ------------------------------------------------------------------ upkeep
-    def compact(self, table: str | None = None, policy: CompactionPolicy | None = None) -> list[CompactionResult]:
+    def compact(
+        self, table: str | None = None, policy: CompactionPolicy | None = None, *, partition: str | None = None
+    ) -> list[CompactionResult]:
+        """Compact one table or all; with `partition` (e.g. 'run_id=abc') only that partition."""
         names = [get_table(table).name] if table else list(TABLES)
         policy = policy or self.config.compaction
-        return [compact_table(self.root, TABLES[n], policy, self.config.write) for n in names]
+        return [compact_table(self.root, TABLES[n], policy, self.config.write, partition) for n in names]
 
     def delta_file_count(self, table: str, partition: str | None = None) -> int:
         """Live (not yet compacted) files of a table or one partition dir, e.g. 'run_id=abc'."""

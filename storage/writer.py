@@ -5,8 +5,8 @@ published with a link (put-if-absent). A batch that spans partitions is several 
 rejected rows are another; atomicity across files is not promised.
 
 The file name is a hash of the batch's table, partition and ids, so committing the same batch
-twice publishes nothing new (the link finds the name taken, or the manifest says compaction
-already absorbed it) — idempotency without reading any existing data.
+twice publishes nothing new (the link finds the name taken, or the commit log names a file that
+compaction absorbed since) — idempotency without reading any existing data.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from reasonloop.schemas import TableSpec
+from reasonloop.storage import commit_log
 from reasonloop.storage.commit_log import append_commits
 from reasonloop.storage.layout import partition_dir_name, publish, temp_path
 from reasonloop.storage.manifest import load_manifest
@@ -111,12 +112,14 @@ def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOpti
         pdir = table_dir / pdir_name
         final = pdir / name
         manifest = manifest or load_manifest(table_dir)
-        if final.exists() or manifest.is_folded(pdir_name, name):
+        if final.exists():
             result.duplicates += part.num_rows
-            if final.exists():
-                result.existing.append(final)
-            else:
-                result.folded += part.num_rows
+            result.existing.append(final)
+            continue
+        # Compacted away (folded, or long gone: every file ever published is in the commit log).
+        if manifest.is_folded(pdir_name, name) or f"{pdir_name}/{name}" in commit_log.positions(table_dir):
+            result.duplicates += part.num_rows
+            result.folded += part.num_rows
             continue
         pdir.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(pdir)

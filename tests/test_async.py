@@ -15,6 +15,7 @@ import torch
 
 from reasonloop.flows.processes import spawn_cli, stop_process, wait_for
 from reasonloop.storage import ReplayStore
+from reasonloop.storage.lineage import checkpoint_lineage
 from reasonloop.tasks.recipes.arith import ArithConfig, generate
 from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
 from reasonloop.trainers.config import TrainConfig
@@ -23,7 +24,8 @@ from reasonloop.trainers.rollout_worker import newest_published
 REPO = Path(__file__).resolve().parent.parent
 STEPS, K = 8, 1
 CONFIG = {"algo": "dapo", "steps": STEPS, "prompts_per_step": 4, "group_size": 4, "max_completion_length": 12,
-          "temperature": 1.0, "lr": 1e-4, "max_staleness": K, "publish_every": 1, "wait_timeout_s": 120.0}  # fmt: skip
+          "temperature": 1.0, "lr": 1e-4, "max_staleness": K, "publish_every": 1, "save_every": 2,
+          "save_total_limit": 2, "wait_timeout_s": 120.0}  # fmt: skip
 
 
 def options(config: dict) -> list[str]:
@@ -58,8 +60,13 @@ def assert_accounting(store: ReplayStore, run_id: str, out: Path) -> dict[str, i
     for m in metrics:  # the row trained at step s came from policy_version >= (s - 1) - k
         assert m["lo"] >= m["step"] - 1 - K and m["smax"] <= K, m
     state = load_meta(latest_checkpoint(out)).state
-    usage, stale = state["usage"], set(state["stale_seen"])
+    usage, stale = state["usage"], set(state["stale_seen"]) | set(state["withdrawn"])
     assert usage and all(u == 1 for u in usage.values()), "a group trained twice"
+    with store.reader() as reader:  # the lineage table says the same as the trainer's own state
+        lineage = checkpoint_lineage(reader, run_id, STEPS).to_pylist()
+    assert {r["group_id"] for r in lineage} == set(usage)
+    assert sorted({r["step"] for r in lineage}) == list(range(1, STEPS + 1))
+    assert all(r["use"] == 1 and r["status"] == "trained" and r["policy_version"] >= r["step"] - 1 - K for r in lineage)
     groups = store.query(
         "SELECT group_id, min(policy_version) AS v, count(*) AS n, coalesce(stddev_pop(reward), 0) AS sd "
         "FROM rollouts WHERE run_id = $r GROUP BY group_id", {"r": run_id},
@@ -123,6 +130,14 @@ def test_trainer_killed_and_resumed_loses_and_repeats_nothing(
             stop_process(p)
     assert load_meta(latest_checkpoint(out)).step == STEPS
     assert_accounting(arith_store, "r", out)
+    attempts = arith_store.query("SELECT DISTINCT attempt FROM consumed WHERE run_id = 'r' ORDER BY 1")
+    assert attempts.column("attempt").to_pylist() == [0, 1], "the killed attempt's rows stay, told apart"
+    full = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert full == ["checkpoint-000006", "checkpoint-000008"], "save_total_limit keeps the newest 2"
+    deleted = arith_store.query("SELECT path FROM checkpoints WHERE run_id = 'r' AND kind = 'deleted'")
+    assert any(p.endswith("checkpoint-000002") for p in deleted.column("path").to_pylist())
+    weights = arith_store.query("SELECT count(*) AS n FROM checkpoints WHERE run_id = 'r' AND kind = 'weights'")
+    assert weights.to_pylist()[0]["n"] >= STEPS // 2, "weights-only publishes between full checkpoints"
 
 
 def test_train_async_flow_restarts_a_killed_worker(

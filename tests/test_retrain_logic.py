@@ -88,13 +88,13 @@ def test_decisions_are_recorded_and_the_newest_promotion_is_served(store: Replay
     for run, candidate, incumbent_eval in (("a", good, base), ("b", base, good)):
         incumbent = current_incumbent(store, "/base")
         record_decision(
-            store, run_id=run, candidate_id=checkpoint_id(run, 1), candidate_path=f"/m/{run}", incumbent=incumbent,
+            store, run_id=run, candidate_id=checkpoint_id(run, 1, f"/m/{run}"), candidate_path=f"/m/{run}", incumbent=incumbent,
             decision=decide(candidate, incumbent_eval), candidate_eval=candidate, incumbent_eval=incumbent_eval,
             watermark={}, report="",
         )  # fmt: skip
     rows = store.query("SELECT run_id, decision, generation FROM promotions ORDER BY run_id").to_pylist()
     assert [(r["run_id"], r["decision"], r["generation"]) for r in rows] == [("a", "promoted", 1), ("b", "rejected", 1)]
-    assert current_incumbent(store, "/base") == Incumbent(checkpoint_id("a", 1), "/m/a", 1)
+    assert current_incumbent(store, "/base") == Incumbent(checkpoint_id("a", 1, "/m/a"), "/m/a", 1)
 
 
 @pytest.mark.parametrize(

@@ -63,8 +63,7 @@ def test_round_trip_keeps_types(store: ReplayStore) -> None:
     assert back.column("logprobs").to_pylist() == batch.column("logprobs").to_pylist()
     assert back.column("completion_ids").to_pylist() == batch.column("completion_ids").to_pylist()
     row = back.to_pylist()[0]
-    assert (row["producer"], row["config_hash"], row["schema_version"], row["stage"]) == ("test", "abc", 1, "single")
-    assert row["usage_count"] == 0
+    assert (row["producer"], row["config_hash"], row["schema_version"], row["stage"]) == ("test", "abc", 2, "single")
     on_disk = pq.read_schema(result.files[0])
     assert on_disk.field("rewards").type == get_table("rollouts").schema.field("rewards").type
     assert on_disk.metadata[b"reasonloop.table"] == b"rollouts"

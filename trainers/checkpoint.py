@@ -1,5 +1,11 @@
-"""Checkpoints: model (safetensors, loadable by from_pretrained) + optimizer + scheduler + RNG
-states + the store watermark, written to a temp folder and renamed into place."""
+"""Checkpoints, written to a temp folder and renamed into place (a reader never sees half of one):
+
+<out>/checkpoint-<step>/   full: model (safetensors, loadable by from_pretrained), tokenizer,
+                           optimizer + scheduler + RNG states, the trainer's meta (config,
+                           watermark, bookkeeping) — a resume point
+<out>/weights-<step>/      weights only: model, tokenizer and the meta, no optimizer state —
+                           what rollout workers and evaluation load (a fraction of the bytes)
+"""
 
 from __future__ import annotations
 
@@ -28,8 +34,11 @@ class CheckpointMeta:
     state: dict[str, Any] = field(default_factory=dict)  # trainer bookkeeping (async: rollout usage counts)
 
 
-def checkpoint_dir(output_dir: Path, step: int) -> Path:
-    return output_dir / f"checkpoint-{step:06d}"
+FULL_PREFIX, WEIGHTS_PREFIX = "checkpoint-", "weights-"
+
+
+def checkpoint_dir(output_dir: Path, step: int, prefix: str = FULL_PREFIX) -> Path:
+    return output_dir / f"{prefix}{step:06d}"
 
 
 def save_checkpoint(
@@ -37,20 +46,22 @@ def save_checkpoint(
     meta: CheckpointMeta,
     model: Any,
     tokenizer: Any,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
 ) -> Path:
-    final = checkpoint_dir(output_dir, meta.step)
+    """A full checkpoint, or with `optimizer=None` a weights-only one (`weights-<step>`)."""
+    final = checkpoint_dir(output_dir, meta.step, FULL_PREFIX if optimizer is not None else WEIGHTS_PREFIX)
     tmp = output_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    save_model(model, tmp)
     tokenizer.save_pretrained(tmp)
-    torch.save({
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "python_rng": random.getstate(),
-    }, tmp / STATE_FILE)  # fmt: skip
+    if optimizer is not None:
+        torch.save({
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+        }, tmp / STATE_FILE)  # fmt: skip
     (tmp / META_FILE).write_text(json.dumps(asdict(meta), indent=1))
     if final.exists():  # a rerun of the same step: move the old one aside first, so `final` is
         trash = output_dir / f".old-{final.name}-{uuid.uuid4().hex[:8]}"  # never a half-deleted folder
@@ -74,6 +85,25 @@ def load_states(path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) ->
     random.setstate(state["python_rng"])
 
 
+def save_model(model: Any, out: Path) -> None:
+    """The model as from_pretrained loads it."""
+    model.save_pretrained(out, safe_serialization=True)
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = sorted(p for p in output_dir.glob("checkpoint-*") if (p / META_FILE).exists())
+    """The newest full checkpoint (a resume point) in `output_dir`."""
+    found = sorted(p for p in output_dir.glob(f"{FULL_PREFIX}*") if (p / META_FILE).exists())
     return found[-1] if found else None
+
+
+def prune(output_dir: Path, prefix: str, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` folders of `prefix`; returns what was deleted. A folder is
+    first renamed aside, so no reader ever opens a half-deleted one by its real name."""
+    found = sorted(p for p in output_dir.glob(f"{prefix}*") if p.is_dir() and (p / META_FILE).exists())
+    deleted = []
+    for path in found[: max(0, len(found) - keep)]:
+        trash = output_dir / f".old-{path.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        deleted.append(path)
+    return deleted

@@ -46,7 +46,9 @@ class TrainConfig:
     replay_groups: int = opt(0, "Also train on this many earlier groups per step (replay), IS-corrected.")
     max_staleness: int = opt(1, "Replayed/async rows need policy_version >= current - k (k = this; 0 = on-policy).")
     async_rollouts: bool = opt(False, "Consume rollouts committed by `reasonloop rollout-worker` processes.")
-    publish_every: int = opt(1, "Async: publish the weights (a registered checkpoint) every M steps for workers.")
+    publish_every: int = opt(
+        1, "Async: publish weights only (safetensors + config) every M steps for the rollout workers."
+    )
     max_uses: int = opt(1, "Async: a rollout group trains at most R times (R > 1: replay, usage tracked).")
     is_cap: float = opt(2.0, "Async: cap of the importance weight π_old/π_sampler per token (TRL's vLLM correction).")
     wait_timeout_s: float = opt(300.0, "Async: fail when no eligible rollouts arrive for this long.")
@@ -62,7 +64,12 @@ class TrainConfig:
     igrpo_template: str = opt("{question}{draft}\n{question}", "iGRPO refinement prompt; {question}, {draft}.")
     igrpo_train_drafts: bool = opt(False, "iGRPO: also train on the drafts (group advantages), not only refinements.")
     seed: int = opt(0, "Seed; every step's RNG derives from (seed, step, stage). Resume keeps the original.")
-    save_every: int = opt(0, "Also checkpoint every N steps (one is always written at the end).")
+    save_every: int = opt(
+        0, "Also write a full checkpoint (a resume point) every N steps; one is always written at the end."
+    )
+    save_total_limit: int = opt(
+        0, "Keep only the newest K full checkpoints (older folders deleted, marked in the registry); 0 keeps all."
+    )
     compact_files: int = opt(64, "Compact the run's rollouts once its partition has this many files.")
     report_to: str = opt("none", "none | tensorboard (writes <checkpoint dir>/tb).")
     torch_threads: int = opt(0, "torch CPU threads (0 = torch's default).")

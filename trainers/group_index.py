@@ -23,6 +23,7 @@ COLUMNS = ["group_id", "policy_version", "sample_idx", "reward", "stage"]
 @dataclass
 class GroupInfo:
     version: int
+    before_start: bool = False  # committed before this index (this trainer process) started
     files: set[Path] = field(default_factory=set)
     rewards: dict[int, float] = field(default_factory=dict)  # sample_idx -> reward
 
@@ -42,14 +43,17 @@ class GroupIndex:
         self.prefix = f"run_id={run_id}/"
         self.groups: dict[str, GroupInfo] = {}
         self.offset = 0
-        self.rebuild()
+        self.rebuild(at_start=True)
 
-    def rebuild(self) -> None:
+    def rebuild(self, at_start: bool = False) -> None:
         """Everything committed so far: every live file of the run's partition."""
         _, self.offset = tail_commits(self.table_dir, 0)  # position first: later commits are re-read, harmlessly
+        started = {g for g, info in self.groups.items() if not info.before_start}
         self.groups = {}
         for path in self._run_files():
             self._add_file(path)
+        for g, info in self.groups.items():
+            info.before_start = at_start or g not in started
 
     def _run_files(self) -> list[Path]:
         snap = self.store.snapshot("rollouts")

@@ -33,7 +33,7 @@ from reasonloop.tasks.engines.base import Engine
 from reasonloop.tasks.engines.transformers_engine import TransformersEngine
 from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.trainers.algos import CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
-from reasonloop.trainers.checkpoint import CheckpointMeta, load_meta, load_states, save_checkpoint
+from reasonloop.trainers.checkpoint import FULL_PREFIX, CheckpointMeta, load_meta, load_states, prune, save_checkpoint
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.logprobs import completion_logprobs
 from reasonloop.trainers.sampler import GroupSampler
@@ -89,7 +89,12 @@ class RLTrainer(GroupSampler):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.step = 0  # optimizer steps completed (= policy_version of the current weights)
         self.parent_checkpoint: str | None = None
-        self.consumed_files: list[str] = []
+        self.attempt = 0  # this process among the run's trainers (set when training starts; see trainers.lineage)
+        # group -> times trained; tracked where a group can train more than once (replay, async reuse)
+        self.usage: dict[str, int] = {}
+        self.track_usage = config.replay_groups > 0 or config.async_rollouts
+        self.untrained: list[tuple[pa.Table, str]] = []  # groups a step drew and left, with why
+        self.row_weights: list[float] | None = None  # mean importance weight per batch row (last update)
         self.tb = None
 
     def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
@@ -115,6 +120,7 @@ class RLTrainer(GroupSampler):
             with self.timed("store_read"):
                 return batch_rows(self.reader, files, nonzero_std=nonzero_std)
 
+        self.untrained = []
         files = one_round(0)
         if not c.uses_dynamic_sampling:  # one read; the zero-variance share is counted in memory
             everything = read(files)
@@ -131,7 +137,13 @@ class RLTrainer(GroupSampler):
         keep = list(dict.fromkeys(useful.column("group_id").to_pylist()))[: c.prompts_per_step]
         metrics["dynamic_sampling/groups_dropped"] = group_count(everything) - len(keep)
         metrics["dynamic_sampling/refill_rounds"] = rounds
-        fresh = useful.filter(pc.is_in(useful.column("group_id"), value_set=pa.array(keep, pa.string())))
+        kept = pc.is_in(useful.column("group_id"), value_set=pa.array(keep, pa.string()))
+        fresh = useful.filter(kept)
+        self.untrained = [
+            (useful.filter(pc.invert(kept)), "overflow"),
+            (everything.filter(pc.invert(pc.is_in(everything.column("group_id"), value_set=useful.column("group_id")))),
+             "zero_variance"),
+        ]  # fmt: skip
         return self._with_replay(fresh, step, metrics)
 
     def _with_replay(self, fresh: pa.Table, step: int, metrics: dict[str, float]) -> pa.Table:
@@ -140,6 +152,7 @@ class RLTrainer(GroupSampler):
         (clipped like any ratio)."""
         c = self.config
         if not c.replay_groups or step == 0:
+            self._count_uses(fresh)
             return fresh
         if not self.exact_old_logprobs:
             raise ValueError("replay needs exact sampling logprobs (the transformers engine on the trained model)")
@@ -156,7 +169,14 @@ class RLTrainer(GroupSampler):
         metrics["replay/rows"] = float(len(versions))
         metrics["replay/staleness_mean"] = step - sum(versions) / len(versions) if versions else 0.0
         metrics["replay/staleness_max"] = float(step - min(versions)) if versions else 0.0
-        return pa.concat_tables([fresh, old.select(fresh.column_names).cast(fresh.schema)])
+        batch = pa.concat_tables([fresh, old.select(fresh.column_names).cast(fresh.schema)])
+        self._count_uses(batch)
+        return batch
+
+    def _count_uses(self, batch: pa.Table) -> None:
+        if self.track_usage:
+            for group in set(batch.column("group_id").to_pylist()):
+                self.usage[group] = self.usage.get(group, 0) + 1
 
     # ------------------------------------------------------------------ update
     def update(self, batch: pa.Table, step: int, metrics: dict[str, float]) -> float:
@@ -172,6 +192,10 @@ class RLTrainer(GroupSampler):
         advantages = advantages.to(device)
         old, is_weights = self.old_logprobs(batch, prompts, completions, metrics)
         old = old.to(device)
+        self.row_weights = None
+        if is_weights is not None:  # lineage: the mean weight each row trained with
+            lengths = torch.tensor([max(1, len(x)) for x in completions], dtype=torch.float32)
+            self.row_weights = (is_weights.detach().float().cpu().sum(-1) / lengths).tolist()
         ref = self._forward_logprobs(self.ref_model, prompts, completions) if self.ref_model is not None else None
         rng = random.Random(derive_seed(c.seed, step, "shuffle"))
         losses, lows, highs, norms, kls, entropies = [], [], [], [], [], []
@@ -253,6 +277,7 @@ class RLTrainer(GroupSampler):
             metrics["tokens_per_s"] = metrics["completion_tokens"] / self.timings["generate"]
         self.step = step
         with self.timed("store_write"):
+            self._write_consumed(batch)
             self._maybe_compact()
             metrics.update({f"time/{k}": v for k, v in self.timings.items()})
             row = {"step": step, "loss": loss, "metrics": metrics}
@@ -262,11 +287,25 @@ class RLTrainer(GroupSampler):
                 self.tb.add_scalar(key, value, step)
         return {"loss": loss, **metrics}
 
+    def _write_consumed(self, batch: pa.Table) -> None:
+        """The step's lineage: the rows it trained on (with use and weight), then the groups it drew
+        and left; committed before the step's metrics row, so a step with metrics has its lineage."""
+        from reasonloop.trainers.lineage import consumed_table
+
+        groups = batch.column("group_id").to_pylist()
+        uses = [self.usage.get(g, 1) for g in groups] if self.track_usage else None
+        parts = [consumed_table(batch, step=self.step, attempt=self.attempt, status="trained", uses=uses,
+                                weights=self.row_weights)]  # fmt: skip
+        parts += [
+            consumed_table(t, step=self.step, attempt=self.attempt, status=s) for t, s in self.untrained if t.num_rows
+        ]
+        self.store.write("consumed", pa.concat_tables(parts), run_id=self.run_id, producer=self.producer, sync=False)
+
     def _maybe_compact(self) -> None:
         """Compact the run's rollouts every `compact_files` new files (counted here, so no step
         lists the partition), keeping per-step read cost flat as the run grows."""
         if self.files_since_compaction >= self.config.compact_files:
-            self.store.compact("rollouts")
+            self.store.compact("rollouts", partition=f"run_id={self.run_id}")  # its own run only
             self.files_since_compaction = 0
 
     def train(
@@ -280,34 +319,55 @@ class RLTrainer(GroupSampler):
             except ImportError as exc:
                 raise ImportError("--report-to tensorboard needs: pip install tensorboard") from exc
             self.tb = SummaryWriter(str(self.output_dir / "tb"))
+        from reasonloop.trainers.lineage import next_attempt
+
         metrics: dict[str, float] = {}
+        self.attempt = next_attempt(self.store, self.run_id)
         self.before_training()
         while self.step < until_step:
             metrics = self.train_step()
             if on_step:
                 on_step(self.step, metrics)
-            if self.config.save_every and self.step % self.config.save_every == 0 and self.step < until_step:
+            full = bool(self.config.save_every) and self.step % self.config.save_every == 0 and self.step < until_step
+            if full:
                 self.save()
+            self.after_step(saved=full)
         return self.save(), metrics
 
     def before_training(self) -> None:
         """Called once by `train` before its first step (the async trainer publishes weights here)."""
 
+    def after_step(self, saved: bool) -> None:
+        """Called after every step (`saved`: a full checkpoint was just written; the async trainer
+        publishes weights here)."""
+
     # ------------------------------------------------------------------ checkpoints
-    def save(self) -> Path:
-        watermark: dict[str, Any] = {"run_id": self.run_id, "policy_version": self.step, "table": "rollouts"}
+    def save(self, *, weights_only: bool = False) -> Path:
+        """Write and register a full checkpoint (a resume point; older ones beyond
+        `save_total_limit` are deleted) or, with `weights_only`, the weights alone."""
+        watermark: dict[str, Any] = {
+            "run_id": self.run_id, "policy_version": self.step, "table": "rollouts", "attempt": self.attempt,
+        }  # fmt: skip
         if self.data_watermark:
             watermark["data"] = self.data_watermark
         meta = CheckpointMeta(
             self.run_id, self.step, asdict(self.config), watermark, self.parent_checkpoint, self.checkpoint_state()
         )
-        path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, self.optimizer, self.scheduler)
+        optimizer = None if weights_only else self.optimizer
+        path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, optimizer, self.scheduler)
+        self.register(self.step, path, "weights" if weights_only else "full", watermark)
+        if not weights_only:
+            self.parent_checkpoint = path.name
+            if self.config.save_total_limit:
+                for old in prune(self.output_dir, FULL_PREFIX, self.config.save_total_limit):
+                    self.register(int(old.name.rsplit("-", 1)[1]), old, "deleted", None)
+        return path
+
+    def register(self, step: int, path: Path, kind: str, watermark: dict[str, Any] | None) -> None:
         self.store.write("checkpoints", [{
-            "step": self.step, "path": str(path), "watermark": json.dumps(watermark),
+            "step": step, "path": str(path), "kind": kind, "watermark": json.dumps(watermark) if watermark else None,
             "parent_checkpoint_id": None, "promoted": False,
         }], run_id=self.run_id, producer=f"trainer:{self.config.algo}")  # fmt: skip
-        self.parent_checkpoint = path.name
-        return path
 
     def restore(self, path: Path) -> None:
         """Optimizer, scheduler and RNG states of a checkpoint (weights are loaded with the model)."""
@@ -319,7 +379,7 @@ class RLTrainer(GroupSampler):
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Bookkeeping saved with (and restored from) each checkpoint; subclasses extend it."""
-        return {}
+        return {"usage": self.usage} if self.track_usage else {}
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
-        pass
+        self.usage = {k: int(v) for k, v in state.get("usage", {}).items()}

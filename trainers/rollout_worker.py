@@ -35,8 +35,11 @@ class WorkerStats:
 
 
 def newest_published(store: ReplayStore, run_id: str) -> tuple[int, Path] | None:
+    """The run's newest registered weights (full or weights-only) whose folder is not deleted."""
     rows = store.query(
-        "SELECT step, path FROM checkpoints WHERE run_id = $r ORDER BY step DESC LIMIT 1", {"r": run_id}
+        "SELECT step, path FROM checkpoints WHERE run_id = $r AND kind <> 'deleted' AND path NOT IN "
+        "(SELECT path FROM checkpoints WHERE run_id = $r AND kind = 'deleted') ORDER BY step DESC, kind LIMIT 1",
+        {"r": run_id},
     ).to_pylist()
     return (rows[0]["step"], Path(rows[0]["path"])) if rows else None
 
@@ -66,14 +69,22 @@ def run_worker(
     owed = rounds_left = 0  # usable groups still owed to the trainer, and the rounds allowed for them
     idle_since = loaded_at = time.monotonic()
     interval = 0.0
+    loaded: Path | None = None
     while True:
         newest = newest_published(store, run_id)
-        if newest is not None and newest[0] > stats.last_version:
+        # Newer weights, or other weights at any version (a resumed trainer withdrew its killed
+        # predecessor's newer ones and published its own).
+        if newest is not None and newest[1] != loaded:
             version, path = newest
-            config = TrainConfig(**load_meta(path).config)
-            if version >= config.steps:
-                return stats  # the run is finished
-            model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(config.device))
+            try:
+                config = TrainConfig(**load_meta(path).config)
+                if version >= config.steps:
+                    return stats  # the run is finished
+                model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(config.device))
+            except OSError:  # deleted while we read it (superseded): take the next newest
+                time.sleep(poll_s)
+                continue
+            loaded = path
             if sampler is None:
                 sampler = GroupSampler(
                     config, model=model, tokenizer=AutoTokenizer.from_pretrained(path), store=store, run_id=run_id,
@@ -85,7 +96,9 @@ def run_worker(
             # skipped), and with k >= 1 one more at the start, which keeps this worker a step ahead:
             # it samples version v while the trainer trains on v - 1. Capped at what k lets the
             # trainer use.
-            steps = version - stats.last_version if stats.last_version >= 0 else 1 + min(1, config.max_staleness)
+            steps = (
+                max(1, version - stats.last_version) if stats.last_version >= 0 else 1 + min(1, config.max_staleness)
+            )
             per_step = rounds_per_version * config.prompts_per_step
             owed = min(owed + steps * per_step, (config.max_staleness + 1) * per_step)
             rounds_left = min(rounds_left + steps * rounds_per_version * (1 + config.max_refill_rounds),

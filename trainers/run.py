@@ -88,7 +88,12 @@ def run_sft_to(
     out = Path(out)
     policy.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    store.write("checkpoints", [{"step": config.steps, "path": str(out.resolve())}], run_id=run_id, producer="sft")
+    store.write(
+        "checkpoints",
+        [{"step": config.steps, "path": str(out.resolve()), "kind": "weights"}],
+        run_id=run_id,
+        producer="sft",
+    )
     rows = [
         {"step": h["step"], "loss": h["loss"], "metrics": {"grad_norm": h["grad_norm"], "lr": h["lr"]}} for h in history
     ]
