@@ -1,6 +1,7 @@
 """Store benchmark: ingest throughput against raw polars, and replay sampling before/after compaction.
 
     python benchmarks/store_bench.py [--rows 1000000] [--batch-rows 1000] [--out DIR]
+        [--delta] [--dedup] [--commits 10000]
 
 1. Ingest: the same rollout batches (64 tokens with float32 logprobs per row, ~800 characters of
    text, ids precomputed as a trainer does) written (a) by `polars.DataFrame.write_parquet`, one
@@ -8,12 +9,23 @@
    publish), with and without fsync. Reported as throughput ratio store / polars (goal >= 0.8).
 2. Sampling: 1024 rows, uniformly with a seed, in a staleness window (policy_version >= current-16)
    over all rows, while they sit in one small file per batch, then after compaction (goal <= 150 ms).
+3. --delta: the same batches appended to a Delta table with delta-rs (`write_deltalake`, one
+   commit per batch), timed per commit against a plain Parquet file write of the same batch in the
+   same loop, at the first and the last commits (a Delta log grows), and as throughput vs polars.
+4. --dedup: what unique rows for other tools cost, both ways: at snapshot time (`store.snapshot`:
+   one query over the ids, plus compacting the partitions that hold duplicates) vs at write time
+   (a prototype that checks every batch's ids against the partition's ids, kept in memory and
+   followed through the commit log, before committing; no cross-process lock counted).
+5. --commits N: a trainer-like run of N commits of 8 rows into one partition, compacted every 64
+   files: commit time at the start and the end, and the manifest's size (it must stay bounded).
 Both sides run in the same process, interleaved, so machine noise hits both.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import shutil
 import statistics
 import sys
@@ -24,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -101,13 +114,116 @@ def time_sample(store: ReplayStore, current: int, repeats: int = 7) -> float:
     return statistics.median(times)
 
 
+def delta_arm(batches: list[pl.DataFrame], scratch: Path, polars_s: float, window: int = 10) -> None:
+    from deltalake import write_deltalake
+
+    table, plain = scratch / "delta", scratch / "plain"
+    plain.mkdir()
+    delta_t, plain_t = [], []
+    for i, frame in enumerate(batches):
+        arrow = frame.to_arrow()
+        start = time.perf_counter()
+        write_deltalake(str(table), arrow, mode="append")
+        delta_t.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        frame.write_parquet(plain / f"part-{i}.parquet", compression="zstd")
+        plain_t.append(time.perf_counter() - start)
+    rows = sum(len(b) for b in batches)
+    print(f"\ndelta-rs append, one commit per {len(batches[0])}-row batch (median of {window} commits)")
+    for label, sl in (("first", slice(0, window)), ("last", slice(-window, None))):
+        d, q = statistics.median(delta_t[sl]), statistics.median(plain_t[sl])
+        print(
+            f"  {label} {window} commits: delta {d * 1000:7.1f} ms   parquet file {q * 1000:7.1f} ms   ratio {d / q:5.1f}x"
+        )
+    print(
+        f"  delta ingest {sum(delta_t):.2f} s = {rows / sum(delta_t):.0f} rows/s, {polars_s / sum(delta_t):.2f}x polars"
+    )
+    shutil.rmtree(table)
+    shutil.rmtree(plain)
+
+
+def dedup_write_time(batches: list[pl.DataFrame], scratch: Path) -> None:
+    """The write-time way: before each commit, drop ids the partition already holds (known from
+    the files committed since the last check, followed through the commit log)."""
+    from reasonloop.storage import commit_log
+
+    plain_s, _ = time_store(batches, scratch / "plain", sync=False, bulk=False)
+    root = scratch / "checked"
+    checked = ReplayStore(root, StoreConfig(write=WriteOptions(sync=False)))
+    seen: set[str] = set()
+    offset = 0
+    start = time.perf_counter()
+    for frame in batches:
+        entries, offset = commit_log.tail_commits(root / "rollouts", offset)
+        for rel, _ in entries:
+            seen.update(pq.read_table(root / "rollouts" / rel, columns=["id"]).column("id").to_pylist())
+        ids = frame.get_column("id").to_list()
+        fresh = [i for i, x in enumerate(ids) if x not in seen]
+        checked.write("rollouts", frame[fresh] if len(fresh) < len(ids) else frame)
+    write_time_s = time.perf_counter() - start
+    shutil.rmtree(scratch / "plain")
+    shutil.rmtree(root)
+    print(f"\ndeduplication for other tools, {sum(len(b) for b in batches)} rows in {len(batches)} commits")
+    print(f"  write time, every commit checked:     {write_time_s:7.2f} s vs {plain_s:.2f} s unchecked "
+          f"(+{100 * (write_time_s / plain_s - 1):.0f}% on every ingest, before any cross-process lock)")  # fmt: skip
+
+
+def dedup_snapshot_time(store: ReplayStore, batches: list[pl.DataFrame], *, with_duplicates: bool) -> None:
+    if with_duplicates:  # 9 commits that each repeat half of two earlier batches
+        for a, b in itertools.pairwise(batches[-10:]):
+            store.write("rollouts", pl.concat([a[len(a) // 2 :], b[: len(b) // 2]]))
+    start = time.perf_counter()
+    snap = store.snapshot("rollouts")
+    elapsed = time.perf_counter() - start
+    label = "duplicates in 9 files" if with_duplicates else f"no duplicates, {len(snap.files)} files"
+    done = f" (compacted {', '.join(snap.compacted_partitions)})" if snap.compacted_partitions else ""
+    print(f"  snapshot time, {label}: {elapsed:7.2f} s per snapshot{done}")
+
+
+def commits_arm(n: int, scratch: Path, window: int = 2000) -> None:
+    rng = np.random.default_rng(1)
+    store = ReplayStore(scratch / "commits", StoreConfig(write=WriteOptions(sync=False)))
+    manifest = store.root / "rollouts" / "_manifest.json"
+    files, times = 0, []
+    print(f"\n{n} commits of 8 rows into one partition, compacted every 64 files (compaction time included; "
+          f"grace period {store.config.compaction.grace_seconds:.0f} s)")  # fmt: skip
+    print("  commits        mean commit ms   manifest bytes   folded names")
+    start_all = time.perf_counter()
+    for v in range(n):
+        batch = make_batch(rng, v, 8, "long")
+        start = time.perf_counter()
+        store.write("rollouts", batch, sync=False)
+        files += 1
+        if files >= 64:  # the trainer's default (TrainConfig.compact_files)
+            store.compact("rollouts", partition="run_id=long")
+            files = 0
+        times.append(time.perf_counter() - start)
+        if (v + 1) % window == 0:
+            folded = sum(len(p["folded"]) for p in json.loads(manifest.read_text())["partitions"].values())
+            print(f"  {v + 1 - window + 1:>5}-{v + 1:<6} {statistics.mean(times[-window:]) * 1000:12.2f} "
+                  f"{manifest.stat().st_size:16d} {folded:14d}")  # fmt: skip
+    print(
+        f"  ({time.perf_counter() - start_all:.0f} s; a manifest remembering every absorbed file would name {n - files})"
+    )
+    shutil.rmtree(scratch / "commits")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=None, help="scratch dir (default: a temp dir)")
+    parser.add_argument("--delta", action="store_true", help="also the delta-rs arm")
+    parser.add_argument("--dedup", action="store_true", help="also write-time vs snapshot-time deduplication")
+    parser.add_argument("--commits", type=int, default=0, help="also an N-commit run (manifest size, commit time)")
+    parser.add_argument("--skip-ingest", action="store_true", help="only the extra arms (no ingest/sampling)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(dir=args.out))
+    if args.commits:
+        commits_arm(args.commits, scratch)
+    if args.skip_ingest and not (args.delta or args.dedup):
+        shutil.rmtree(scratch)
+        return
     rng = np.random.default_rng(0)
     n_batches = args.rows // args.batch_rows
     t0 = time.perf_counter()
@@ -140,6 +256,11 @@ def main() -> None:
         print(f"  {name:<26}{secs:>8.2f}{args.rows / secs:>10.0f}{best['polars'] / secs:>10.2f}x")
 
     assert store is not None
+    if args.delta:
+        delta_arm(batches, scratch, best["polars"])
+    if args.dedup:
+        dedup_write_time(batches, scratch)
+        dedup_snapshot_time(store, batches, with_duplicates=False)
     current = n_batches - 1
     files = store.delta_file_count("rollouts")
     before = time_sample(store, current)
@@ -151,6 +272,8 @@ def main() -> None:
     print(f"  before compaction ({files} files): {before * 1000:8.1f} ms")
     print(f"  compaction:                   {compact_s:8.2f} s")
     print(f"  after compaction (1 file):       {after * 1000:8.1f} ms   ratio before/after {before / after:.1f}x")
+    if args.dedup:
+        dedup_snapshot_time(store, batches, with_duplicates=True)
     shutil.rmtree(scratch)
 
 

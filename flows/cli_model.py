@@ -25,13 +25,25 @@ def init(
     out: Annotated[Path, typer.Option(help="Folder to write the Hugging Face model into.")],
     size: Annotated[str, typer.Option(help="tiny (~0.45M params) or small (~3.2M).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Weight-init seed; the same seed writes the same weights.")] = 0,
+    tokenizer: Annotated[
+        str,
+        typer.Option(
+            help="char: a Llama with a character tokenizer (the demo's); bpe: a Qwen2 with a byte-level "
+            "BPE, a ChatML template, two EOS ids, no pad token, bf16 weights (a real checkpoint's shape)."
+        ),
+    ] = "char",
 ) -> None:
-    """Build a tiny Llama with a character tokenizer (loads with from_pretrained, no network)."""
+    """Build a small model with a tokenizer trained here (loads with from_pretrained, no network)."""
     quiet_transformers()
+    from reasonloop.tasks.models.bpe import init_bpe_model
     from reasonloop.tasks.models.tiny import init_tiny_model
 
+    builders = {"char": init_tiny_model, "bpe": init_bpe_model}
+    if tokenizer not in builders:
+        typer.echo("error: --tokenizer must be char or bpe", err=True)
+        raise typer.Exit(2)
     try:
-        path = init_tiny_model(out, size=size, seed=seed)
+        path = builders[tokenizer](out, size=size, seed=seed)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -133,6 +133,55 @@ def compact(
 
 
 @app.command()
+def snapshot(
+    table: Annotated[str, typer.Argument(help="Table, e.g. rollouts.")],
+    root: RootOption = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON here instead of stdout.")] = None,
+) -> None:
+    """The exact live files of a consistent snapshot, each row in exactly one of them, and the
+    commit-log position it reflects (JSON). Point DuckDB, polars, pyarrow or `datasets` at
+    `files`, never at a glob of the folder (see README: "Reading the store from other tools")."""
+    try:
+        snap = ReplayStore(root).snapshot(table)
+    except UnknownTableError as exc:
+        fail(str(exc))
+    text = json.dumps(snap.to_json(), indent=1)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"{snap.table}: {snap.rows} rows in {len(snap.files)} files at position {snap.position} -> {out}")
+    else:
+        typer.echo(text)
+
+
+class ExportFormat(str, Enum):
+    parquet = "parquet"
+    delta = "delta"
+
+
+@app.command()
+def export(
+    table: Annotated[str, typer.Argument(help="Table, e.g. rollouts.")],
+    to: Annotated[Path, typer.Option("--to", help="An empty or new folder.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="parquet (hive folders) or delta (one commit).")] = (
+        ExportFormat.parquet
+    ),
+    maps_as_lists: Annotated[
+        bool,
+        typer.Option(help="Parquet: map columns as lists of {key, value} (Hugging Face datasets has no map type)."),
+    ] = False,
+    root: RootOption = None,
+) -> None:
+    """A self-contained copy of a table's unique snapshot, for Spark, Databricks, Trino, polars..."""
+    try:
+        result = ReplayStore(root).export(table, to, fmt.value, lists_for_maps=maps_as_lists)
+    except (UnknownTableError, FileExistsError, ImportError) as exc:
+        fail(str(exc))
+    typer.echo(
+        f"exported {result.rows} rows ({result.files} files, position {result.position}) to {result.out} as {result.format}"
+    )
+
+
+@app.command()
 def vacuum(
     root: RootOption = None,
     temp_max_age: Annotated[

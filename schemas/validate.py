@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from reasonloop.schemas.coerce import CoerceError, coerce
 from reasonloop.schemas.common import DERIVED_FIELDS, TableSpec, row_id
+from reasonloop.schemas.trl_formats import from_trl, is_trl_table
 
 # Partition values become directory names: a conservative alphabet, never "." or "..".
 PARTITION_ALPHABET = "A-Za-z0-9._+@:-"
@@ -68,6 +69,7 @@ def partition_problem(column: str, value: Any) -> str | None:
 
 
 def _prepare_row(spec: TableSpec, raw: Any, now: datetime, overrides: Mapping[str, Any]) -> dict:
+    raw = from_trl(spec.name, raw)
     if not isinstance(raw, dict):
         raise CoerceError(f"row is not an object (got {type(raw).__name__})")
     columns = spec.column_names
@@ -143,6 +145,8 @@ def validate_table(
     """Validate a whole Arrow table (columns cast at once; rows only inspected if a cast fails)."""
     now = now or datetime.now(timezone.utc)
     overrides = overrides or {}
+    if is_trl_table(spec.name, table.schema):  # a TRL dataset: mapped row by row
+        return validate_rows(spec, table.to_pylist(), limits=limits, overrides=overrides, now=now)
     unknown = [c for c in table.column_names if c not in spec.column_names]
     if unknown:
         reason = f"unknown column(s) {', '.join(map(repr, unknown[:5]))} for table {spec.name!r}"

@@ -83,13 +83,13 @@ def nonzero_std_groups(
 def batch_rows(reader: StoreReader, files: list, *, nonzero_std: bool = False) -> pa.Table:
     """The rows of explicit rollout files (a step's own batch: no listing of the run's history),
     ordered by (problem_id, stage, group_id, sample_idx) — an order that does not depend on the
-    run id — and with `nonzero_std`, only groups whose rewards differ."""
+    run id — and with `nonzero_std`, only groups whose scored rewards differ."""
     if not files:
         return reader.query("SELECT * FROM _empty_rollouts")
     source = read_parquet_sql(get_table("rollouts"), files)
     keep = (
         "WHERE group_id IN (SELECT group_id FROM b GROUP BY group_id "
-        "HAVING max(coalesce(reward, 0)) > min(coalesce(reward, 0)))"
+        "HAVING max(reward) > min(reward))"  # unscored (NULL) rewards take no part
         if nonzero_std
         else ""
     )

@@ -29,10 +29,11 @@ from reasonloop.schemas.rejected import REJECTED
 from reasonloop.schemas.validate import Limits, Rejection, Validated, validate_rows, validate_table
 from reasonloop.storage import commit_log
 from reasonloop.storage.compaction import CompactionPolicy, CompactionResult, compact_table
+from reasonloop.storage.export import ExportResult, UniqueSnapshot, export, unique_snapshot
 from reasonloop.storage.ingest import Decoded, RawText, input_format, read_input
 from reasonloop.storage.janitor import VacuumResult, vacuum
 from reasonloop.storage.layout import resolve_root
-from reasonloop.storage.reader import StoreReader, snapshot
+from reasonloop.storage.reader import Snapshot, StoreReader, snapshot
 from reasonloop.storage.writer import WriteOptions, commit_rows
 
 UNKNOWN_TABLE_PARTITION = "unknown"
@@ -262,5 +263,22 @@ class ReplayStore:
         """(rows committed after `position` in commit order, the newest position)."""
         return commit_log.rows_after(self.root / get_table(table).name, position)
 
-    def snapshot(self, table: str):
-        return snapshot(self.root, get_table(table).name)
+    def live_files(self, table: str, partition: str | None = None) -> Snapshot:
+        """The files of a consistent snapshot as reasonloop's own readers see them (compacted files,
+        then deltas; an id may repeat across deltas: the views deduplicate)."""
+        return snapshot(self.root, get_table(table).name, partition)
+
+    def snapshot(self, table: str) -> UniqueSnapshot:
+        """For other tools: the exact live files of a consistent snapshot, each row in exactly one
+        of them (partitions with repeated ids are compacted first), and the commit-log position it
+        reflects. Read `.files` with DuckDB, polars, pyarrow or `datasets` (README)."""
+        spec = get_table(table)
+        return unique_snapshot(self.root, spec, self.config.compaction, self.config.write)
+
+    def export(
+        self, table: str, out: str | os.PathLike, fmt: str = "parquet", *, lists_for_maps: bool = False
+    ) -> ExportResult:
+        """A self-contained copy of the table's unique snapshot: `parquet` or `delta` (see
+        storage.export; `lists_for_maps` for Hugging Face `datasets`)."""
+        spec = get_table(table)
+        return export(self.snapshot(table), spec, Path(out), fmt, lists_for_maps=lists_for_maps)

@@ -24,7 +24,6 @@ from reasonloop.schemas import TableSpec
 from reasonloop.storage import commit_log
 from reasonloop.storage.commit_log import append_commits
 from reasonloop.storage.layout import partition_dir_name, publish, temp_path
-from reasonloop.storage.manifest import load_manifest
 
 ROW_GROUP_ROWS = 8192  # small enough that a staleness window prunes most of a compacted file
 
@@ -104,20 +103,19 @@ def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOpti
         return result
     table, result.duplicates = first_occurrences(table)
     table_dir = root / spec.name
-    manifest = None
     logged: list[tuple[str, int]] = []
     for value, part in split_by_partition(spec, table):
         pdir_name = partition_dir_name(spec.partition_by, value)
         name = batch_name(spec, pdir_name, part.column("id"))
         pdir = table_dir / pdir_name
         final = pdir / name
-        manifest = manifest or load_manifest(table_dir)
         if final.exists():
             result.duplicates += part.num_rows
             result.existing.append(final)
             continue
-        # Compacted away (folded, or long gone: every file ever published is in the commit log).
-        if manifest.is_folded(pdir_name, name) or f"{pdir_name}/{name}" in commit_log.positions(table_dir):
+        # Gone from its folder, yet published once: compacted away (every file ever published is
+        # in the commit log; compaction logs what a killed writer had not). No manifest read here.
+        if f"{pdir_name}/{name}" in commit_log.positions(table_dir):
             result.duplicates += part.num_rows
             result.folded += part.num_rows
             continue

@@ -11,9 +11,14 @@ from reasonloop.tasks.engines.base import Completion, Prompt
 from reasonloop.tasks.engines.fake import prompt_text
 
 
-def group_key(run_id: str, policy_version: int, problem_id: str, stage: str, salt: str = "") -> str:
-    """A group: the samples of one prompt, at one policy version, stage and generation round."""
-    return row_id("groups", (run_id, policy_version, problem_id, stage, salt))[:16]
+def group_key(run_id: str, policy_version: int, problem_id: str, stage: str, salt: str = "", draw: int = 0) -> str:
+    """A group: the samples of one draw of a prompt (a problem drawn twice in one call is two
+    groups), at one policy version, stage and generation round."""
+    return row_id("groups", (run_id, policy_version, problem_id, stage, salt, draw))[:16]
+
+
+def _is_ids(prompt: Prompt) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], int)
 
 
 def rollout_rows(
@@ -34,9 +39,9 @@ def rollout_rows(
     unscored rollouts; `parent_ids` and `advantages` are per prompt and per completion."""
     rows, sample_idx = [], {}
     for k, c in enumerate(completions):
-        text = prompt_text(prompts[c.prompt_index])
+        text = prompt_text(prompts[c.prompt_index]) if not _is_ids(prompts[c.prompt_index]) else ""
         problem_id = problem_ids[c.prompt_index] if problem_ids else row_id("problems", (text, "", "exact", source))
-        group_id = group_key(run_id, policy_version, problem_id, stage, salt)
+        group_id = group_key(run_id, policy_version, problem_id, stage, salt, c.prompt_index)
         idx = sample_idx[group_id] = sample_idx.get(group_id, -1) + 1
         row = {
             "id": row_id("rollouts", (run_id, policy_version, problem_id, stage, group_id, idx)),

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+for _offline in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # no hub is reachable; never wait for one
+    os.environ.setdefault(_offline, "1")
 
-import pytest
+import pytest  # noqa: E402 - after the environment is set
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -25,32 +27,77 @@ def store(tmp_path: Path) -> ReplayStore:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with the character tokenizer, built once per test session."""
-    from transformers.utils import logging as hf_logging
-
     from reasonloop.tasks.models.tiny import init_tiny_model
+
+    _quiet()
+    return init_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+def _quiet() -> None:
+    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    return init_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def bpe_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 shaped like a real checkpoint: byte-level BPE, ChatML template, two EOS
+    ids, no pad token, bf16 weights (tasks/models/bpe.py)."""
+    from reasonloop.tasks.models.bpe import init_bpe_model
+
+    _quiet()
+    return init_bpe_model(tmp_path_factory.mktemp("models") / "bpe", seed=0)
+
+
+def _sft(base: Path, out: Path, *, chat: bool, steps: int = 200) -> Path:
+    from reasonloop.tasks.recipes.arith import ArithConfig, generate
+    from reasonloop.tasks.recipes.chat import as_chat
+    from reasonloop.trainers.config import SFTConfig
+    from reasonloop.trainers.policy import load_policy, save_weights
+    from reasonloop.trainers.sft import run_sft
+
+    problems, samples = generate(ArithConfig(n=1500, max_digits=2, seed=1))
+    if chat:
+        _, samples = as_chat(problems, samples)
+    config = SFTConfig(steps=steps, batch_size=32, lr=1e-3, seed=0)
+    policy = load_policy(base, config)
+    run_sft(config, model=policy.model, tokenizer=policy.tokenizer, samples=samples, compute_dtype=policy.compute_dtype)
+    save_weights(policy.model, out, merged=False)
+    policy.tokenizer.save_pretrained(out)
+    return out
 
 
 @pytest.fixture(scope="session")
 def sft_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model after a short SFT on arith: it solves some problems, so rewards vary."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The tiny char model after a short SFT on arith: it solves some problems, so rewards vary."""
+    return _sft(tiny_model_dir, tmp_path_factory.mktemp("models") / "sft", chat=False)
 
-    from reasonloop.tasks.recipes.arith import ArithConfig, generate
-    from reasonloop.trainers.config import SFTConfig
-    from reasonloop.trainers.sft import run_sft
 
-    _, samples = generate(ArithConfig(n=1500, max_digits=2, seed=1))
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    run_sft(SFTConfig(steps=200, batch_size=32, seed=0), model=model, tokenizer=tokenizer, samples=samples)
-    out = tmp_path_factory.mktemp("models") / "sft"
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+@pytest.fixture(scope="session")
+def bpe_sft_model_dir(bpe_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The BPE model after a short chat SFT on arith (bf16 compute, fp32 masters): it answers in
+    ChatML and ends its turn with <|im_end|>, the second of its EOS ids."""
+    return _sft(bpe_model_dir, tmp_path_factory.mktemp("models") / "bpe-sft", chat=True, steps=300)
+
+
+MODEL_KINDS = ["char", "bpe"]
+
+
+@pytest.fixture(params=MODEL_KINDS)
+def model_kind(request: pytest.FixtureRequest) -> str:
+    """Every model-facing test runs on both kinds of model: the char Llama and the BPE Qwen2."""
+    return request.param
+
+
+@pytest.fixture
+def base_model(model_kind: str, request: pytest.FixtureRequest) -> Path:
+    return request.getfixturevalue("tiny_model_dir" if model_kind == "char" else "bpe_model_dir")
+
+
+@pytest.fixture
+def sft_model(model_kind: str, request: pytest.FixtureRequest) -> Path:
+    return request.getfixturevalue("sft_model_dir" if model_kind == "char" else "bpe_sft_model_dir")
 
 
 @pytest.fixture(scope="session")

@@ -135,4 +135,4 @@ def test_compaction_under_readers_and_writers(tmp_path: Path, procs: Processes) 
     assert len(set(versions)) >= 3, "the reader never saw the manifest switch"
     assert samples[-1][0] == 2 * batches * rows, "a committed row was lost"
     assert store.query("SELECT count(*) AS n FROM rollouts").to_pylist()[0]["n"] == 2 * batches * rows
-    assert store.snapshot("rollouts").deltas == ()
+    assert store.live_files("rollouts").deltas == ()

@@ -94,7 +94,7 @@ def test_overlapping_batches_never_show_an_id_twice(store: ReplayStore) -> None:
     assert store.query(q).to_pylist() == [{"n": 16, "d": 16}]
     store.compact("problems", CompactionPolicy(min_files=1))
     assert store.query(q).to_pylist() == [{"n": 16, "d": 16}]
-    files = store.snapshot("problems").compacted
+    files = store.live_files("problems").compacted
     assert sum(pq.read_metadata(f).num_rows for f in files) == 16, "compaction deduplicated on disk"
 
 
@@ -190,10 +190,10 @@ def test_compaction_orders_rows_and_bounds_files(store: ReplayStore) -> None:
     for version in [5, 1, 4, 0, 3, 2, 7, 6]:
         store.write("rollouts", rollout_batch("w", version, 8, "run-a"))
         store.compact("rollouts", policy)
-    snap = store.snapshot("rollouts")
+    snap = store.live_files("rollouts")
     assert len(snap.compacted) <= 3 and len(snap.deltas) <= 1
     store.compact("rollouts", CompactionPolicy(min_files=1, max_compacted_files=1, grace_seconds=0))
-    [only] = store.snapshot("rollouts").compacted
+    [only] = store.live_files("rollouts").compacted
     versions = pq.read_table(only, columns=["policy_version"]).column(0).to_pylist()
     assert versions == sorted(versions) and len(versions) == 64
     on_disk = {p.name for p in (store.root / "rollouts").rglob("*.parquet")}
@@ -203,7 +203,7 @@ def test_compaction_orders_rows_and_bounds_files(store: ReplayStore) -> None:
 def test_obsolete_files_outlive_the_grace_period(store: ReplayStore) -> None:
     store.write("problems", problems(2))
     store.write("problems", problems(2, start=2))
-    before = store.snapshot("problems").files
+    before = store.live_files("problems").files
     store.compact("problems", CompactionPolicy(min_files=2, grace_seconds=3600))
     assert all(p.exists() for p in before), "a reader planning with the old manifest can still read"
     assert store.vacuum().obsolete_removed == 0

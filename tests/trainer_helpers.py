@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from reasonloop.storage import ReplayStore
 from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.tasks.recipes.chat import as_chat
 from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.policy import load_policy
 from reasonloop.trainers.rl import RLTrainer
 
 
@@ -18,19 +18,31 @@ def digit_share(completions, **kwargs):
     return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]
 
 
-def arith_store(root: Path, n: int = 200) -> ReplayStore:
+def arith_store(root: Path, n: int = 200, *, chat: bool = False) -> ReplayStore:
+    """Arith problems and SFT samples; with `chat`, as conversations (for the chat-SFT'd BPE model)."""
     store = ReplayStore(root)
     problems, samples = generate(ArithConfig(n=n, max_digits=2, seed=0))
+    if chat:
+        problems, samples = as_chat(problems, samples)
     store.write("problems", problems)
     store.write("sft_samples", samples)
     return store
 
 
 def make_trainer(model_dir: Path, store: ReplayStore, tmp: Path, *, scripted: bool = True, **overrides) -> RLTrainer:
-    settings = {"prompts_per_step": 4, "group_size": 6, "max_completion_length": 8, "weight_decay": 0.0, "seed": 0}
+    """An RL trainer as run_rl builds it (trainers/policy.py: the checkpoint's dtype, fp32 masters)."""
+    settings = {
+        "prompts_per_step": 4,
+        "group_size": 6,
+        "max_completion_length": 8,
+        "weight_decay": 0.0,
+        "seed": 0,
+        "lr": 5e-5,
+    }  # the tiny models learn at 5e-5 (the default, 1e-6, suits real models)
     config = TrainConfig(**{**settings, **overrides})
     reward = CompositeReward({"digits": 1.0}, functions={"digits": digit_share}) if scripted else None
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    policy = load_policy(model_dir, config)
     return RLTrainer(
-        config, model=model, tokenizer=tokenizer, store=store, run_id="t", output_dir=tmp / "ckpt", reward=reward
-    )
+        config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id="t", output_dir=tmp / "ckpt",
+        reward=reward, compute_dtype=policy.compute_dtype,
+    )  # fmt: skip

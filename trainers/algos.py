@@ -14,6 +14,10 @@ Definitions (SPECS §1.4, chosen to compare with verl and TRL):
 - Dual-clip (bound the loss of negative-advantage tokens at c·|A|, c=3) is optional and off by
   default; verl's vanilla loss applies it by default.
 - KL: the k3 estimator exp(ref - logp) - (ref - logp) - 1 per token, weight β (0: no reference).
+- Gradient accumulation changes memory, never the objective: every loss takes the mini-batch's
+  totals (`batch_tokens`, `batch_seqs`; TRL's `num_items_in_batch`, verl's global token count) and
+  divides its micro-batch's sum by them, so the micro-batches' gradients add up to the
+  mini-batch's exactly. Without them a call normalizes by its own batch (one micro-batch).
 """
 
 from __future__ import annotations
@@ -117,26 +121,54 @@ def _weighted(per_token: torch.Tensor, is_weights: torch.Tensor | None) -> torch
     return per_token if is_weights is None else per_token * is_weights.detach()
 
 
+def _tokens(batch_tokens: float | None, mask: torch.Tensor) -> torch.Tensor | float:
+    return batch_tokens if batch_tokens is not None else mask.sum().clamp(min=1)
+
+
+def _seqs(batch_seqs: float | None, mask: torch.Tensor) -> float:
+    return batch_seqs if batch_seqs is not None else max(1, mask.shape[0])
+
+
 def register_loss(name: str) -> Callable[[LossFn], LossFn]:
     return POLICY_LOSSES.register(name)
 
 
 @register_loss("grpo")
 def grpo_loss(
-    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None
+    logp,
+    old_logp,
+    adv,
+    mask,
+    *,
+    clip: ClipRange,
+    dual_clip=None,
+    max_len=None,
+    is_weights=None,
+    batch_tokens=None,
+    batch_seqs=None,
 ) -> LossOutput:
     """Sequence-mean of token-mean. logp, old_logp, mask: (B, T); adv: (B,)."""
     ratio = _token_ratio(logp, old_logp, mask)
     per_token, low, high = _surrogate(ratio, adv[:, None], mask, clip, dual_clip)
     per_token = _weighted(per_token, is_weights)
     lengths = mask.sum(-1).clamp(min=1)
-    loss = ((per_token * mask).sum(-1) / lengths).mean()
+    loss = ((per_token * mask).sum(-1) / lengths).sum() / _seqs(batch_seqs, mask)
     return _output(loss, ratio, mask, low, high)
 
 
 @register_loss("dr_grpo")
 def dr_grpo_loss(
-    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None
+    logp,
+    old_logp,
+    adv,
+    mask,
+    *,
+    clip: ClipRange,
+    dual_clip=None,
+    max_len=None,
+    is_weights=None,
+    batch_tokens=None,
+    batch_seqs=None,
 ) -> LossOutput:
     """Sequence-mean of token-sum / L_max (a constant: no length bias). `max_len` is L_max."""
     if not max_len:
@@ -144,25 +176,45 @@ def dr_grpo_loss(
     ratio = _token_ratio(logp, old_logp, mask)
     per_token, low, high = _surrogate(ratio, adv[:, None], mask, clip, dual_clip)
     per_token = _weighted(per_token, is_weights)
-    loss = ((per_token * mask).sum(-1) / max_len).mean()
+    loss = ((per_token * mask).sum(-1) / max_len).sum() / _seqs(batch_seqs, mask)
     return _output(loss, ratio, mask, low, high)
 
 
 @register_loss("dapo")
 def dapo_loss(
-    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None
+    logp,
+    old_logp,
+    adv,
+    mask,
+    *,
+    clip: ClipRange,
+    dual_clip=None,
+    max_len=None,
+    is_weights=None,
+    batch_tokens=None,
+    batch_seqs=None,
 ) -> LossOutput:
     """Token-mean over the whole batch (every token weighs the same, long answers included)."""
     ratio = _token_ratio(logp, old_logp, mask)
     per_token, low, high = _surrogate(ratio, adv[:, None], mask, clip, dual_clip)
     per_token = _weighted(per_token, is_weights)
-    loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
+    loss = (per_token * mask).sum() / _tokens(batch_tokens, mask)
     return _output(loss, ratio, mask, low, high)
 
 
 @register_loss("gspo")
 def gspo_loss(
-    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None
+    logp,
+    old_logp,
+    adv,
+    mask,
+    *,
+    clip: ClipRange,
+    dual_clip=None,
+    max_len=None,
+    is_weights=None,
+    batch_tokens=None,
+    batch_seqs=None,
 ) -> LossOutput:
     """GSPO-token: s_i = exp(mean_t log ρ_i,t) per sequence, used with a stop-gradient times the
     token ratio exp(logp - sg(logp)) so each token carries its gradient; clipped on s_i."""
@@ -173,7 +225,7 @@ def gspo_loss(
     token_ratio = token_ratio * mask + (~mask).float()
     per_token, low, high = _surrogate(token_ratio, adv[:, None], mask, clip, dual_clip)
     per_token = _weighted(per_token, is_weights)
-    loss = ((per_token * mask).sum(-1) / lengths).mean()
+    loss = ((per_token * mask).sum(-1) / lengths).sum() / _seqs(batch_seqs, mask)
     return _output(loss, token_ratio, mask, low, high)
 
 

@@ -24,12 +24,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from reasonloop.trainers.checkpoint import WEIGHTS_PREFIX, prune
 from reasonloop.trainers.group_index import GroupIndex
 from reasonloop.trainers.rl import RLTrainer
-from reasonloop.trainers.step_utils import pad
 
 
 class StaleRowError(AssertionError):
@@ -43,7 +41,6 @@ class AsyncRLTrainer(RLTrainer):
         self.stale_seen: set[str] = set()  # unused groups already counted as skipped for staleness
         self.withdrawn_seen: set[str] = set()  # groups sampled with weights a resume withdrew, counted as skipped
         self.resumed_from = 0  # the step this process started at
-        self.exact_old_logprobs = False  # rows come from other processes: π_old is always recomputed
         self.index: GroupIndex | None = None
 
     # ------------------------------------------------------------------ state
@@ -171,22 +168,3 @@ class AsyncRLTrainer(RLTrainer):
             "sequences_generated": 0.0,
         })  # fmt: skip
         return batch
-
-    # ------------------------------------------------------------------ the loss's π_old
-    def old_logprobs(
-        self, batch: pa.Table, prompts: list, completions: list, metrics: dict[str, float]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """π_old recomputed under the current weights; per-token weights min(π_old / π_sampler, cap)
-        against the logprobs the worker stored (TRL's truncated correction for vLLM samples)."""
-        old = self._forward_logprobs(self.model, prompts, completions).cpu()
-        sampled = pad(batch.column("logprobs").to_pylist(), old.shape[1])
-        mask = pad([[1.0] * len(x) for x in completions], old.shape[1]).bool()
-        ratio = torch.exp((old - sampled).clamp(-20, 20))
-        weights = torch.where(mask, ratio.clamp(max=self.config.is_cap), torch.zeros_like(ratio))
-        on = ratio[mask]
-        metrics.update({
-            "async/is_ratio_mean": on.mean().item(), "async/is_ratio_max": on.max().item(),
-            "async/is_ratio_min": on.min().item(), "async/is_truncated_frac": (on > self.config.is_cap).float().mean().item(),
-        })  # fmt: skip
-        device = next(self.model.parameters()).device
-        return old, weights.to(device)

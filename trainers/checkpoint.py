@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from reasonloop.trainers.policy import save_weights
+
 STATE_FILE = "trainer_state.pt"
 META_FILE = "trainer_state.json"
 
@@ -53,7 +55,9 @@ def save_checkpoint(
     final = checkpoint_dir(output_dir, meta.step, FULL_PREFIX if optimizer is not None else WEIGHTS_PREFIX)
     tmp = output_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
-    save_model(model, tmp)
+    save_weights(
+        model, tmp, merged=optimizer is None
+    )  # LoRA: a resume point keeps the adapter; workers get merged weights
     tokenizer.save_pretrained(tmp)
     if optimizer is not None:
         torch.save({
@@ -83,11 +87,6 @@ def load_states(path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) ->
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])
-
-
-def save_model(model: Any, out: Path) -> None:
-    """The model as from_pretrained loads it."""
-    model.save_pretrained(out, safe_serialization=True)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

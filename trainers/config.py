@@ -12,10 +12,43 @@ def opt(default: Any, help: str) -> Any:
 
 
 ALGOS = ("grpo", "dr_grpo", "dapo", "gspo", "igrpo")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class ModelOptions:
+    """How the policy is loaded and run: what a TRL user sets for a real checkpoint."""
+
+    dtype: str = opt("auto", "Compute dtype: auto (the checkpoint's torch_dtype) | float32 | bfloat16 | float16.")
+    param_dtype: str = opt(
+        "float32", "float32: fp32 master weights and optimizer state, compute under autocast (AdamW never updates "
+        "bf16 parameters); compute: parameters in the compute dtype (half the memory, lossy updates; ask for it)."
+    )  # fmt: skip
+    chat_template: str = opt("auto", "auto: problems with `messages` go through the tokenizer's chat template | none | "
+                                     "always (plain prompts too, as one user turn).")  # fmt: skip
+    gradient_checkpointing: bool = opt(False, "Recompute activations in backward (memory for time, as TRL).")
+    lora_r: int = opt(
+        0, "LoRA rank (peft); 0 trains every weight. Engines get merged weights; checkpoints store the adapter."
+    )
+    lora_alpha: int = opt(0, "LoRA alpha (0 = 2 x rank).")
+    lora_dropout: float = opt(0.0, "LoRA dropout.")
+    lora_target_modules: str = opt("all-linear", "Comma-separated module names for LoRA, or all-linear.")
+    torch_threads: int = opt(0, "torch CPU threads (0 = torch's default).")
+    device: str = opt("auto", "Where the policy trains and samples: auto (cuda if available), cpu, cuda, cuda:N.")
+
+    def check_model_options(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+        if self.param_dtype not in ("float32", "compute"):
+            raise ValueError("param_dtype must be float32 or compute")
+        if self.chat_template not in ("auto", "none", "always"):
+            raise ValueError("chat_template must be auto, none or always")
+        if self.lora_r < 0:
+            raise ValueError("lora_r must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig(ModelOptions):
     algo: str = opt("grpo", "grpo | dr_grpo | dapo | gspo | igrpo. Picks the loss, advantage and their defaults.")
     loss: str = opt("", "Override the policy loss (grpo, dr_grpo, dapo, gspo); igrpo wraps this loss (default grpo).")
     advantage: str = opt("", "Override the advantage estimator (grpo: group-normalized, dr_grpo: mean-centered).")
@@ -24,14 +57,26 @@ class TrainConfig:
     group_size: int = opt(8, "Completions per prompt (G). For igrpo: drafts + refinements, matched budget.")
     num_iterations: int = opt(1, "Updates per generation (μ). >1 reuses the batch; ratios then leave 1 and clip.")
     mini_batches: int = opt(1, "Mini-batches per iteration: an optimizer step each.")
-    grad_accum: int = opt(1, "Micro-batches accumulated per mini-batch (memory, not math).")
-    lr: float = opt(5e-5, "AdamW learning rate. 3e-4 collapses the tiny model; 5e-5 learns.")
+    grad_accum: int = opt(1, "Micro-batches per mini-batch: memory, not math (losses are normalized by the "
+                             "mini-batch's token and sequence counts, so the gradient is the same).")  # fmt: skip
+    forward_batch_size: int = opt(
+        0, "Rows per no-grad forward (π_old recompute, reference model); 0 = the micro-batch size."
+    )
+    lr: float = opt(
+        1e-6, "AdamW learning rate (TRL's default, for real models; the tiny demo models want 2e-5 to 5e-5)."
+    )
     lr_schedule: str = opt("constant", "constant | linear | cosine decay after warm-up.")
     warmup_steps: int = opt(0, "Linear warm-up length in optimizer steps (DAPO uses 20).")
     weight_decay: float = opt(0.0, "AdamW weight decay (0: tests can tell learning from decay).")
     max_grad_norm: float = opt(1.0, "Gradient-norm clip; 0 disables.")
-    max_prompt_length: int = opt(256, "Prompts longer than this (tokens) are skipped, counted in metrics.")
-    max_completion_length: int = opt(32, "Generation cap (tokens); also Dr. GRPO's L_max.")
+    max_prompt_length: int = opt(
+        512, "Longer prompts (tokens, template included) are cut or skipped (prompt_truncation)."
+    )
+    prompt_truncation: str = opt(
+        "left", "left: keep the prompt's last max_prompt_length tokens (as TRL) | skip the problem."
+    )
+    max_completion_length: int = opt(256, "Generation cap (tokens); also Dr. GRPO's L_max.")
+    stop: str = opt("", "Stop strings: one string, or a JSON list of them; every EOS id of the model stops too.")
     temperature: float = opt(1.0, "Sampling temperature; logprobs are recorded at this temperature.")
     top_p: float = opt(1.0, "Nucleus sampling (1 = off). Recorded logprobs stay untruncated.")
     top_k: int = opt(0, "Top-k sampling (0 = off).")
@@ -50,7 +95,8 @@ class TrainConfig:
         1, "Async: publish weights only (safetensors + config) every M steps for the rollout workers."
     )
     max_uses: int = opt(1, "Async: a rollout group trains at most R times (R > 1: replay, usage tracked).")
-    is_cap: float = opt(2.0, "Async: cap of the importance weight π_old/π_sampler per token (TRL's vLLM correction).")
+    is_cap: float = opt(2.0, "Cap of the per-token importance weight π_old/π_sampler (TRL's truncated correction of the "
+                             "training-inference gap; replayed and async rows are corrected the same way).")  # fmt: skip
     wait_timeout_s: float = opt(300.0, "Async: fail when no eligible rollouts arrive for this long.")
     rewards: str = opt("exact", "Reward functions with weights, e.g. 'exact:1,format:0.1'.")
     source: str = opt("", "Train on problems of this source only (default: all).")
@@ -61,7 +107,13 @@ class TrainConfig:
     )  # fmt: skip
     igrpo_drafts: int = opt(0, "iGRPO drafts per prompt N (0 = group_size / 2); refinements = group_size - N.")
     igrpo_select: str = opt("best", "iGRPO draft selection: best | worst | random (ties: the step's RNG).")
-    igrpo_template: str = opt("{question}{draft}\n{question}", "iGRPO refinement prompt; {question}, {draft}.")
+    igrpo_template: str = opt(
+        "{question}{draft}\n{question}", "iGRPO refinement prompt for plain prompts; {question}, {draft}."
+    )
+    igrpo_refine_request: str = opt(
+        "Check the answer above and give a corrected final answer.",
+        "iGRPO with chat prompts: the user turn after the draft (which goes in as an assistant turn).",
+    )
     igrpo_train_drafts: bool = opt(False, "iGRPO: also train on the drafts (group advantages), not only refinements.")
     seed: int = opt(0, "Seed; every step's RNG derives from (seed, step, stage). Resume keeps the original.")
     save_every: int = opt(
@@ -72,10 +124,11 @@ class TrainConfig:
     )
     compact_files: int = opt(64, "Compact the run's rollouts once its partition has this many files.")
     report_to: str = opt("none", "none | tensorboard (writes <checkpoint dir>/tb).")
-    torch_threads: int = opt(0, "torch CPU threads (0 = torch's default).")
-    device: str = opt("auto", "Where the policy trains and samples: auto (cuda if available), cpu, cuda, cuda:N.")
 
     def __post_init__(self) -> None:
+        self.check_model_options()
+        if self.prompt_truncation not in ("left", "skip"):
+            raise ValueError("prompt_truncation must be left or skip")
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algo {self.algo!r}; valid algos: {', '.join(ALGOS)}")
         if self.group_size < 2:
@@ -108,6 +161,16 @@ class TrainConfig:
     def drafts(self) -> int:
         return self.igrpo_drafts or self.group_size // 2
 
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        if not self.stop:
+            return ()
+        if self.stop.startswith("["):
+            import json
+
+            return tuple(str(x) for x in json.loads(self.stop))
+        return (self.stop,)
+
     def reward_weights(self) -> dict[str, float]:
         out = {}
         for part in filter(None, (p.strip() for p in self.rewards.split(","))):
@@ -117,18 +180,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(ModelOptions):
     steps: int = opt(300, "Optimizer steps.")
     batch_size: int = opt(32, "Samples per step.")
-    lr: float = opt(1e-3, "AdamW learning rate (a tiny model from scratch wants ~1e-3).")
+    grad_accum: int = opt(1, "Micro-batches per step (memory, not math: the loss is normalized by the step's tokens).")
+    max_length: int = opt(1024, "Longer samples (prompt + target tokens) are cut from the right, as TRL's max_length.")
+    lr: float = opt(2e-5, "AdamW learning rate (TRL's SFT default; a tiny model from scratch wants ~1e-3).")
     weight_decay: float = opt(0.0, "AdamW weight decay.")
     warmup_steps: int = opt(10, "Linear warm-up steps, then cosine decay to 10%.")
     max_grad_norm: float = opt(1.0, "Gradient-norm clip; 0 disables.")
     source: str = opt("", "Train on sft_samples of this source only (default: all).")
     split: str = opt("train", "sft_samples split to train on.")
     seed: int = opt(0, "Seed for batch order and init-independent randomness.")
-    torch_threads: int = opt(0, "torch CPU threads (0 = torch's default).")
-    device: str = opt("auto", "Where the policy trains and samples: auto (cuda if available), cpu, cuda, cuda:N.")
+
+    def __post_init__(self) -> None:
+        self.check_model_options()
 
 
 def config_help(cls: type) -> list[tuple[str, Any, str]]:

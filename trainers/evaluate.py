@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from reasonloop.tasks.engines.base import Engine, SamplingParams
 from reasonloop.tasks.rewards import get_reward
+from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 
 
 @dataclass
@@ -21,12 +22,17 @@ class EvalResult:
 
 
 def greedy_accuracy(
-    engine: Engine, problems: Sequence[dict], *, max_new_tokens: int, reward: str = "exact"
+    engine: Engine, problems: Sequence[dict], *, max_new_tokens: int, reward: str | None = None
 ) -> EvalResult:
-    """Share of problems whose greedy completion the reward scores 1."""
+    """Share of problems whose greedy completion scores 1: by `reward`, or by each problem's
+    `answer_type` (exact where a row has none)."""
     prompts = [p["prompt"] for p in problems]
     out = engine.generate(prompts, 1, SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
-    scores = get_reward(reward)(prompts, [c.text for c in out], answer=[p["answer"] for p in problems])
+    texts, answers = [c.text for c in out], [p["answer"] for p in problems]
+    if reward is not None:
+        scores = get_reward(reward)(prompts, texts, answer=answers)
+    else:
+        scores = score_by_answer_type(prompts, texts, answers, [p.get("answer_type") for p in problems])
     acc = sum(s == 1.0 for s in scores) / max(1, len(scores))
     return EvalResult(acc, len(scores), math.sqrt(acc * (1 - acc) / max(1, len(scores))))
 

@@ -25,7 +25,7 @@ class GroupInfo:
     version: int
     before_start: bool = False  # committed before this index (this trainer process) started
     files: set[Path] = field(default_factory=set)
-    rewards: dict[int, float] = field(default_factory=dict)  # sample_idx -> reward
+    rewards: dict[int, float | None] = field(default_factory=dict)  # sample_idx -> reward (None: unscored)
 
     @property
     def size(self) -> int:
@@ -33,7 +33,7 @@ class GroupInfo:
 
     @property
     def spread(self) -> bool:
-        return len(set(self.rewards.values())) > 1
+        return len({r for r in self.rewards.values() if r is not None}) > 1
 
 
 class GroupIndex:
@@ -56,13 +56,13 @@ class GroupIndex:
             info.before_start = at_start or g not in started
 
     def _run_files(self) -> list[Path]:
-        snap = self.store.snapshot("rollouts")
+        snap = self.store.live_files("rollouts")
         return [f for f in snap.files if f.parent.name == f"run_id={self.run_id}"]  # deltas and compacted
 
     def _add_file(self, path: Path) -> None:
         table = pq.read_table(path, columns=COLUMNS)
         for g, v, i, r, s in zip(*(table.column(c).to_pylist() for c in COLUMNS), strict=True):
-            if s != self.stage or r is None:
+            if s != self.stage:
                 continue
             info = self.groups.setdefault(g, GroupInfo(v))
             info.rewards[i] = r

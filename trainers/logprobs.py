@@ -2,8 +2,18 @@
 
     logprobs[b, t] = log_softmax(logits / temperature)[completion[b, t]]
 
-computed in one batched forward pass, with the same left-padded prompt layout as generation and
-position ids from the attention mask, so recomputed values match the engine's sampling logprobs.
+in one batched forward pass, with the same left-padded prompt layout as generation and position
+ids from the attention mask, so recomputed values match the engine's sampling logprobs.
+
+Memory (a 152k vocabulary makes the logits the largest tensor of a step by far): the decoder runs
+once, then the LM head runs chunk by chunk over the real completion tokens only — never padding,
+never prompt positions — and each chunk keeps two numbers per token, its target's logit and the
+logsumexp (a selective log-softmax), not a (T, V) matrix of log-probabilities. When the whole
+batch's logits would be large (`RECOMPUTE_BYTES`), each chunk is checkpointed (its logits are
+recomputed in backward instead of kept), so peak memory is one chunk's logits. Entropy is computed
+from the same chunk, without gradient. `full_vocab_logprobs` is the plain path (every logit, a
+full log_softmax): the reference in tests and benchmarks, and the fallback for models whose
+logits are not `head(hidden)` (softcapping, logit scaling).
 """
 
 from __future__ import annotations
@@ -12,14 +22,19 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
+
+CHUNK_TOKENS = 1024  # completion tokens per LM-head chunk
+RECOMPUTE_BYTES = 2**28  # checkpoint the chunks when the batch's fp32 logits would exceed this
 
 
 @dataclass
 class ScoredBatch:
     logprobs: torch.Tensor  # (B, T) float32, 0 where mask is 0
-    entropies: torch.Tensor  # (B, T) float32, entropy of the tempered distribution
+    entropies: torch.Tensor  # (B, T) float32, entropy of the tempered distribution (0 if not asked)
     mask: torch.Tensor  # (B, T) bool, True on real completion tokens
 
 
@@ -48,8 +63,55 @@ def _forward_params(model_cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(model_cls.forward).parameters)
 
 
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    return "logits_to_keep" in _forward_params(type(model))
+def split_lm(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, LM head) when the logits are exactly `head(decoder(...))`, else None."""
+    config = getattr(model, "config", None)
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    return decoder, head
+
+
+def _chunk_logprobs(
+    hidden: torch.Tensor, targets: torch.Tensor, head: Any, temperature: float, out: dict
+) -> torch.Tensor:
+    """(N,) logprobs of `targets` for hidden states (N, H); the first call also leaves the chunk's
+    entropies in `out` (a checkpointed call runs again in backward: it does not redo them)."""
+    logits = head(hidden).float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    lse = torch.logsumexp(logits, dim=-1)
+    if out.get("want_entropy") and "entropy" not in out:
+        with torch.no_grad():
+            out["entropy"] = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+
+
+def selective_logprobs(
+    hidden: torch.Tensor, targets: torch.Tensor, head: Any, *, temperature: float = 1.0,
+    chunk_tokens: int = CHUNK_TOKENS, entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Logprobs (N,) and entropies (N,) of targets (N,) for hidden states (N, H), chunk by chunk."""
+    vocab = head.weight.shape[0] if hasattr(head, "weight") else 0
+    recompute = torch.is_grad_enabled() and hidden.requires_grad and hidden.shape[0] * vocab * 4 > RECOMPUTE_BYTES
+    logps, ents = [], []
+    for start in range(0, hidden.shape[0], chunk_tokens):
+        h, t = hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens]
+        out = {"want_entropy": entropy}
+        if recompute:
+            logps.append(checkpoint(_chunk_logprobs, h, t, head, temperature, out, use_reentrant=False))
+        else:
+            logps.append(_chunk_logprobs(h, t, head, temperature, out))
+        if entropy:
+            ents.append(out["entropy"])
+    empty = hidden.new_zeros(0, dtype=torch.float32)
+    logp = torch.cat(logps) if logps else empty
+    return logp, (torch.cat(ents) if ents else empty) if entropy else None
 
 
 def completion_logprobs(
@@ -59,13 +121,42 @@ def completion_logprobs(
     *,
     pad_id: int,
     temperature: float = 1.0,
+    entropy: bool = True,
+    chunk_tokens: int = CHUNK_TOKENS,
 ) -> ScoredBatch:
     """Logprobs and entropies of each completion token given its prompt (gradients flow if enabled)."""
+    parts = split_lm(model)
+    if parts is None:
+        return full_vocab_logprobs(model, prompts, completions, pad_id=pad_id, temperature=temperature)
+    decoder, head = parts
+    device = next(model.parameters()).device
+    ids, attn, mask, p_len = pack(prompts, completions, pad_id, device)
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    hidden = decoder(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False).last_hidden_state
+    hidden = hidden[:, p_len - 1 : -1]  # position i predicts token i+1: (B, T, H)
+    targets = ids[:, p_len:]
+    logp, ent = selective_logprobs(
+        hidden[mask], targets[mask], head, temperature=temperature, chunk_tokens=chunk_tokens, entropy=entropy
+    )
+    zeros = torch.zeros(mask.shape, dtype=torch.float32, device=device)
+    entropies = zeros.masked_scatter(mask, ent) if ent is not None else zeros
+    return ScoredBatch(zeros.masked_scatter(mask, logp), entropies, mask)
+
+
+def full_vocab_logprobs(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    temperature: float = 1.0,
+) -> ScoredBatch:
+    """The plain path: the full (B, T, V) logits, their log_softmax and its exp for the entropy."""
     device = next(model.parameters()).device
     ids, attn, mask, p_len = pack(prompts, completions, pad_id, device)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     t_len = ids.shape[1] - p_len
-    if _accepts_logits_to_keep(model):  # the LM head only where completion tokens are predicted
+    if "logits_to_keep" in _forward_params(type(model)):  # the LM head only where completion tokens are predicted
         logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t_len + 1).logits
         logits = logits[:, :-1, :].float()  # (B, T, V)
     else:
@@ -79,3 +170,25 @@ def completion_logprobs(
     entropies = -(logp_all.exp() * logp_all).sum(-1)
     zero = torch.zeros_like(logprobs)
     return ScoredBatch(torch.where(mask, logprobs, zero), torch.where(mask, entropies, zero), mask)
+
+
+def batched_logprobs(
+    model: torch.nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
+    pad_id: int, temperature: float, micro_batch: int, entropy: bool = False,
+) -> ScoredBatch:  # fmt: skip
+    """`completion_logprobs` without gradient, `micro_batch` rows at a time (π_old, the reference
+    model, evaluation): memory of one micro-batch, results padded to the batch's longest completion."""
+    t_len = max(1, max(len(c) for c in completions))
+    device = next(model.parameters()).device
+    out_lp = torch.zeros((len(prompts), t_len), dtype=torch.float32, device=device)
+    out_ent = torch.zeros_like(out_lp)
+    mask = torch.zeros((len(prompts), t_len), dtype=torch.bool, device=device)
+    with torch.no_grad():
+        for start in range(0, len(prompts), max(1, micro_batch)):
+            rows = slice(start, start + max(1, micro_batch))
+            part = completion_logprobs(
+                model, prompts[rows], completions[rows], pad_id=pad_id, temperature=temperature, entropy=entropy
+            )
+            width = part.logprobs.shape[1]
+            out_lp[rows, :width], out_ent[rows, :width], mask[rows, :width] = part.logprobs, part.entropies, part.mask
+    return ScoredBatch(out_lp, out_ent, mask)

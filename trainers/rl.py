@@ -8,8 +8,9 @@ Departures from the GRPO paper, on purpose:
 - β = 0 by default (no reference model), as DAPO and Dr. GRPO argue; `beta` turns the k3 KL on.
 - Advantages are computed per group before the commit and stored on each rollout, so the store
   holds exactly what was trained on; the update reads them back from the store.
-- Old logprobs are the engine's sampling logprobs (same semantics, checked to 1e-4); engines
-  that cannot provide them exactly (vLLM, fakes) get them recomputed before the first update.
+- π_old is the trainer's own detached forward at μ = 1 (ratio exactly 1 before the update) and is
+  recomputed once per generation at μ > 1; the engine's logprobs give a truncated importance
+  weight per token (trainers/update.py), which also corrects replayed and async rows.
 - A batch in which every group has zero reward variance is a normal step: loss 0, counted.
 Each step's randomness derives from (seed, step, stage), so a resumed run repeats the steps it
 missed exactly; this module imports no storage or Prefect (the store is passed in).
@@ -17,8 +18,9 @@ missed exactly; this module imports no storage or Prefect (the store is passed i
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -30,22 +32,21 @@ import pyarrow.compute as pc
 import torch
 
 from reasonloop.tasks.engines.base import Engine
-from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+from reasonloop.tasks.models.precision import pad_token_id
 from reasonloop.tasks.rewards import CompositeReward
-from reasonloop.trainers.algos import CLIP_DEFAULTS, POLICY_LOSSES, ClipRange, kl_k3
+from reasonloop.trainers.algos import CLIP_DEFAULTS, POLICY_LOSSES, ClipRange
 from reasonloop.trainers.checkpoint import FULL_PREFIX, CheckpointMeta, load_meta, load_states, prune, save_checkpoint
 from reasonloop.trainers.config import TrainConfig
-from reasonloop.trainers.logprobs import completion_logprobs
+from reasonloop.trainers.policy import is_peft, reference_of
 from reasonloop.trainers.sampler import GroupSampler
 from reasonloop.trainers.step_utils import (
     batch_metrics,
     derive_seed,
     group_count,
     lr_lambda,
-    pad,
-    split_indices,
     zero_std_share,
 )
+from reasonloop.trainers.update import PolicyUpdate
 
 if TYPE_CHECKING:
     from reasonloop.storage import ReplayStore
@@ -64,29 +65,29 @@ class RLTrainer(GroupSampler):
         engine: Engine | None = None,
         reward: CompositeReward | None = None,
         data_watermark: dict[str, int] | None = None,
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
         """`data_watermark`: commit positions of the source tables this run trains on (see
         storage.commit_log), recorded on every checkpoint so a data-triggered retrain knows which
-        rows a checkpoint has seen."""
+        rows a checkpoint has seen. `compute_dtype`: see GroupSampler (trainers/policy.py)."""
         super().__init__(config, model=model, tokenizer=tokenizer, store=store, run_id=run_id, engine=engine,
-                         reward=reward)  # fmt: skip
+                         reward=reward, compute_dtype=compute_dtype)  # fmt: skip
         self.output_dir = Path(output_dir)
         self.data_watermark = dict(data_watermark or {})
-        self.exact_old_logprobs = isinstance(self.engine, TransformersEngine) and self.engine.model is model
-        self.loss_fn = POLICY_LOSSES.get(config.loss_name)
+        loss_fn = POLICY_LOSSES.get(config.loss_name)
         default = CLIP_DEFAULTS[config.loss_name]
-        self.clip = ClipRange(
+        clip = ClipRange(
             config.clip_low if config.clip_low >= 0 else default.low,
             config.clip_high if config.clip_high >= 0 else default.high,
         )
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter only
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
-        self.ref_model = None
-        if config.beta > 0:  # β = 0 loads no reference model at all
-            import copy
-
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_token_id(tokenizer, model)
+        self.updater = PolicyUpdate(
+            config, model=model, optimizer=self.optimizer, scheduler=self.scheduler, loss_fn=loss_fn, clip=clip,
+            pad_id=self.pad_id, compute_dtype=compute_dtype, reference=self._reference(model) if config.beta > 0 else None,
+        )  # fmt: skip
         self.step = 0  # optimizer steps completed (= policy_version of the current weights)
         self.parent_checkpoint: str | None = None
         self.attempt = 0  # this process among the run's trainers (set when training starts; see trainers.lineage)
@@ -96,6 +97,15 @@ class RLTrainer(GroupSampler):
         self.untrained: list[tuple[pa.Table, str]] = []  # groups a step drew and left, with why
         self.row_weights: list[float] | None = None  # mean importance weight per batch row (last update)
         self.tb = None
+
+    @staticmethod
+    def _reference(model: Any) -> Callable[[], Any]:
+        """The reference policy for the KL term (β > 0): a LoRA model with its adapter disabled, or
+        a frozen copy of the initial weights (β = 0 loads nothing)."""
+        if is_peft(model):
+            return lambda: reference_of(model)
+        frozen = copy.deepcopy(model).eval().requires_grad_(False)
+        return lambda: contextlib.nullcontext(frozen)
 
     def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
         """Commit this step's rollouts and read the training batch back from those files. With
@@ -112,7 +122,7 @@ class RLTrainer(GroupSampler):
 
             def one_round(r: int) -> list:
                 problems = self.pick_problems(step, f"pick/{r}", c.prompts_per_step)
-                result, *_ = self.commit_groups(problems, c.group_size, step, "single", salt=str(r))
+                result, *_ = self.commit_groups(problems, c.group_size, step, "single", salt=str(r), metrics=metrics)
                 metrics["sequences_generated"] = metrics.get("sequences_generated", 0) + len(problems) * c.group_size
                 return result.batch_files
 
@@ -120,7 +130,6 @@ class RLTrainer(GroupSampler):
             with self.timed("store_read"):
                 return batch_rows(self.reader, files, nonzero_std=nonzero_std)
 
-        self.untrained = []
         files = one_round(0)
         if not c.uses_dynamic_sampling:  # one read; the zero-variance share is counted in memory
             everything = read(files)
@@ -147,15 +156,12 @@ class RLTrainer(GroupSampler):
         return self._with_replay(fresh, step, metrics)
 
     def _with_replay(self, fresh: pa.Table, step: int, metrics: dict[str, float]) -> pa.Table:
-        """Add `replay_groups` earlier groups within the staleness bound. Their stored sampling
-        logprobs are the old logprobs, so the loss's ratio is the importance weight π_θ / π_old
-        (clipped like any ratio)."""
+        """Add `replay_groups` earlier groups within the staleness bound; their stored sampling
+        logprobs give each token the truncated importance weight min(π_old / π_sampler, cap)."""
         c = self.config
         if not c.replay_groups or step == 0:
             self._count_uses(fresh)
             return fresh
-        if not self.exact_old_logprobs:
-            raise ValueError("replay needs exact sampling logprobs (the transformers engine on the trained model)")
         from reasonloop.storage.samplers import replay_groups
 
         with self.timed("store_read"):
@@ -180,82 +186,16 @@ class RLTrainer(GroupSampler):
 
     # ------------------------------------------------------------------ update
     def update(self, batch: pa.Table, step: int, metrics: dict[str, float]) -> float:
-        c = self.config
-        n = batch.num_rows
-        if n == 0:
-            metrics.update(grad_norm=0.0, clip_ratio_low=0.0, clip_ratio_high=0.0)
-            return 0.0
-        prompts = batch.column("prompt_ids").to_pylist()
-        completions = batch.column("completion_ids").to_pylist()
-        device = next(self.model.parameters()).device
-        advantages = torch.tensor([a or 0.0 for a in batch.column("advantage").to_pylist()], dtype=torch.float32)
-        advantages = advantages.to(device)
-        old, is_weights = self.old_logprobs(batch, prompts, completions, metrics)
-        old = old.to(device)
-        self.row_weights = None
-        if is_weights is not None:  # lineage: the mean weight each row trained with
-            lengths = torch.tensor([max(1, len(x)) for x in completions], dtype=torch.float32)
-            self.row_weights = (is_weights.detach().float().cpu().sum(-1) / lengths).tolist()
-        ref = self._forward_logprobs(self.ref_model, prompts, completions) if self.ref_model is not None else None
-        rng = random.Random(derive_seed(c.seed, step, "shuffle"))
-        losses, lows, highs, norms, kls, entropies = [], [], [], [], [], []
-        self.model.train()
-        for _ in range(c.num_iterations):
-            order = list(range(n))
-            rng.shuffle(order)
-            for mb in split_indices(order, c.mini_batches):
-                self.optimizer.zero_grad(set_to_none=True)
-                for micro in split_indices(mb, c.grad_accum):
-                    scored = completion_logprobs(
-                        self.model, [prompts[i] for i in micro], [completions[i] for i in micro],
-                        pad_id=self.pad_id, temperature=c.temperature,
-                    )  # fmt: skip
-                    t = scored.logprobs.shape[1]
-                    out = self.loss_fn(
-                        scored.logprobs, old[micro, :t], advantages[micro], scored.mask,
-                        clip=self.clip, dual_clip=c.dual_clip or None, max_len=c.max_completion_length,
-                        is_weights=is_weights[micro, :t] if is_weights is not None else None,
-                    )  # fmt: skip
-                    loss = out.loss
-                    if ref is not None:
-                        kl = (kl_k3(scored.logprobs, ref[micro, :t]) * scored.mask).sum() / scored.mask.sum().clamp(
-                            min=1
-                        )
-                        loss = loss + c.beta * kl
-                        kls.append(kl.item())
-                    (loss * len(micro) / len(mb)).backward()
-                    losses.append(loss.item())
-                    lows.append(out.clip_low_frac)
-                    highs.append(out.clip_high_frac)
-                    entropies.append(((scored.entropies * scored.mask).sum() / scored.mask.sum().clamp(min=1)).item())
-                params = [p for p in self.model.parameters() if p.grad is not None]
-                norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
-                norms.append(float(norm))
-                self.optimizer.step()
-                self.scheduler.step()
-        self.model.eval()
-        metrics.update(
-            grad_norm=sum(norms) / len(norms), clip_ratio_low=sum(lows) / len(lows),
-            clip_ratio_high=sum(highs) / len(highs), train_entropy=sum(entropies) / len(entropies),
-        )  # fmt: skip
-        if kls:
-            metrics["kl"] = sum(kls) / len(kls)
-        return sum(losses) / len(losses)
-
-    def old_logprobs(
-        self, batch: pa.Table, prompts: list, completions: list, metrics: dict[str, float]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """π_old of the loss's ratio (B, T), and per-token importance weights or None. Here: the
-        stored sampling logprobs when they are exact for this policy, else recomputed."""
-        if not self.exact_old_logprobs:
-            return self._forward_logprobs(self.model, prompts, completions), None
-        return pad(batch.column("logprobs").to_pylist(), max(len(x) for x in completions)), None
-
-    @torch.no_grad()
-    def _forward_logprobs(self, model: Any, prompts: list, completions: list) -> torch.Tensor:
-        return completion_logprobs(
-            model, prompts, completions, pad_id=self.pad_id, temperature=self.config.temperature
-        ).logprobs
+        """The policy update (trainers/update.py). Unscored rows (reward None: no advantage) are
+        left out, counted, and recorded in the lineage as `unscored`."""
+        unscored = pc.is_null(batch.column("advantage"))
+        if pc.any(unscored).as_py():
+            self.untrained.append((batch.filter(unscored), "unscored"))
+            batch = batch.filter(pc.invert(unscored))
+            self.trained_batch = batch
+        loss = self.updater(batch, step, metrics)
+        self.row_weights = self.updater.row_weights or None
+        return loss
 
     # ------------------------------------------------------------------ the loop
     def train_step(self) -> dict[str, float]:
@@ -264,10 +204,13 @@ class RLTrainer(GroupSampler):
         metrics: dict[str, float] = {}
         self.timings = {}
         gen_before = self.generation_calls
+        self.untrained = []
         batch = self.collect_batch(self.step, metrics)
         rollout_s = time.perf_counter() - start
+        self.trained_batch = batch
         with self.timed("update"):
             loss = self.update(batch, self.step, metrics)
+        batch = self.trained_batch  # what the update used (unscored rows left out)
         batch_metrics(batch, metrics)
         metrics.update(
             lr=self.scheduler.get_last_lr()[0], step_time=time.perf_counter() - start, rollout_time=rollout_s,

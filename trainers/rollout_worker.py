@@ -49,7 +49,9 @@ def count_useful(rows: list[dict], dynamic_sampling: bool) -> int:
     rewards differ (the others stay in the store, unused)."""
     by_group: dict[str, set] = {}
     for row in rows:
-        by_group.setdefault(row["group_id"], set()).add(row["reward"])
+        scored = by_group.setdefault(row["group_id"], set())
+        if row["reward"] is not None:
+            scored.add(row["reward"])
     return sum(1 for rewards in by_group.values() if not dynamic_sampling or len(rewards) > 1)
 
 
@@ -58,8 +60,8 @@ def run_worker(
     wait_timeout_s: float = 300.0, on_round: Callable[[WorkerStats], None] | None = None,
 ) -> WorkerStats:  # fmt: skip
     """Sample for `run_id` until its final version is published (or nothing new for `wait_timeout_s`)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from reasonloop.tasks.models.loading import dtype_source, load_causal_lm, load_tokenizer
+    from reasonloop.tasks.models.precision import resolve_dtype
     from reasonloop.trainers.sampler import GroupSampler
     from reasonloop.trainers.step_utils import resolve_device
 
@@ -80,14 +82,16 @@ def run_worker(
                 config = TrainConfig(**load_meta(path).config)
                 if version >= config.steps:
                     return stats  # the run is finished
-                model = AutoModelForCausalLM.from_pretrained(path).to(resolve_device(config.device))
+                # Inference only: the weights in the compute dtype, no fp32 masters.
+                device = resolve_device(config.device)
+                model = load_causal_lm(path, dtype=resolve_dtype(config.dtype, dtype_source(path), device)).to(device)
             except OSError:  # deleted while we read it (superseded): take the next newest
                 time.sleep(poll_s)
                 continue
             loaded = path
             if sampler is None:
                 sampler = GroupSampler(
-                    config, model=model, tokenizer=AutoTokenizer.from_pretrained(path), store=store, run_id=run_id,
+                    config, model=model, tokenizer=load_tokenizer(path), store=store, run_id=run_id,
                     producer=f"rollout-worker:{worker_id}",
                 )  # fmt: skip
             else:
@@ -124,9 +128,9 @@ def run_worker(
         c = sampler.config
         stage = f"worker/{worker_id}/{produced}"
         problems = sampler.pick_problems(stats.last_version + 1, stage, c.prompts_per_step)
-        *_, rows = sampler.commit_groups(
+        rows = sampler.commit_groups(
             problems, c.group_size, stats.last_version, "single", salt=f"{worker_id}/{produced}"
-        )
+        ).rows
         produced += 1
         owed -= count_useful(rows, c.uses_dynamic_sampling)
         rounds_left -= 1

@@ -38,8 +38,7 @@ def run_rl(
     """Train `run_id` to `config.steps` (with `resume`, from its last checkpoint, whose config,
     seed included, wins over `config` except for `steps`). `data_watermark` is recorded on the
     checkpoints (see RLTrainer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from reasonloop.trainers.policy import load_policy
     from reasonloop.trainers.rl import RLTrainer
 
     out = output_dir or store.root / "checkpoints" / run_id
@@ -51,15 +50,12 @@ def run_rl(
         model = checkpoint
     if not model:
         raise ValueError("a model is required (or resume)")
-    from reasonloop.trainers.step_utils import resolve_device
-
-    policy = AutoModelForCausalLM.from_pretrained(model).to(resolve_device(config.device))
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = load_policy(model, config)
     if config.async_rollouts:
         from reasonloop.trainers.async_trainer import AsyncRLTrainer as RLTrainer  # rollouts from worker processes
     trainer = RLTrainer(
-        config, model=policy, tokenizer=tokenizer, store=store, run_id=run_id, output_dir=out,
-        data_watermark=data_watermark,
+        config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id, output_dir=out,
+        data_watermark=data_watermark, compute_dtype=policy.compute_dtype,
     )  # fmt: skip
     if checkpoint is not None:
         trainer.restore(checkpoint)
@@ -71,23 +67,24 @@ def run_sft_to(
     store: ReplayStore, config: SFTConfig, *, model: str | Path, out: Path, run_id: str = "sft",
     on_step: Callable[[dict], None] | None = None,
 ) -> RunResult:  # fmt: skip
-    """SFT on the store's sft_samples (split/source from the config); the model is saved to `out`
-    and registered in `checkpoints`, the loss curve in `train_metrics`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """SFT on the store's sft_samples (split/source from the config); the model (a LoRA run: its
+    adapter) is saved to `out` and registered in `checkpoints`, the loss curve in `train_metrics`."""
     from reasonloop.storage.samplers import split_filter
+    from reasonloop.trainers.policy import load_policy, save_weights
     from reasonloop.trainers.sft import run_sft
 
     where, params = split_filter(config.split, config.source)
-    samples = store.query(f"SELECT prompt, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id", params)
-    from reasonloop.trainers.step_utils import resolve_device
-
-    policy = AutoModelForCausalLM.from_pretrained(model).to(resolve_device(config.device))
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    history = run_sft(config, model=policy, tokenizer=tokenizer, samples=samples.to_pylist(), log=on_step)
+    samples = store.query(
+        f"SELECT prompt, messages, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id", params
+    )
+    policy = load_policy(model, config)
+    history = run_sft(
+        config, model=policy.model, tokenizer=policy.tokenizer, samples=samples.to_pylist(), log=on_step,
+        compute_dtype=policy.compute_dtype,
+    )  # fmt: skip
     out = Path(out)
-    policy.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    save_weights(policy.model, out, merged=False)
+    policy.tokenizer.save_pretrained(out)
     store.write(
         "checkpoints",
         [{"step": config.steps, "path": str(out.resolve()), "kind": "weights"}],
@@ -103,38 +100,49 @@ def run_sft_to(
 
 def evaluate_model(
     store: ReplayStore, model: str | Path, *, split: str = "heldout", source: str = "", limit: int = 512,
-    max_new_tokens: int = 64, pass_k: int = 4, pass_k_limit: int = 128, seed: int = 0,
+    max_new_tokens: int = 64, pass_k: int = 4, pass_k_limit: int = 128, seed: int = 0, device: str = "auto",
+    dtype: str = "auto", chat_template: str = "auto", batch_size: int = 256,
 ) -> dict[str, Any]:  # fmt: skip
     """Greedy accuracy per task type (with n and binomial standard error) and pass@k on a fixed
-    held-out list (ordered by id, so every model sees the same problems)."""
+    held-out list (ordered by id, so every model sees the same problems). Each completion is
+    scored by its problem's `answer_type` (tasks/rewards/by_answer_type.py); problems with no
+    verifier (rubric) are counted (`unscored`) and left out of the accuracy. Prompts follow the
+    chat-template policy of training (tasks/prompts.py), on `device` in `dtype`."""
     from reasonloop.storage.samplers import split_filter
+    from reasonloop.tasks import prompts as prompt_policy
     from reasonloop.tasks.engines import SamplingParams
     from reasonloop.tasks.engines.transformers_engine import TransformersEngine
-    from reasonloop.tasks.rewards import get_reward
+    from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
+    from reasonloop.trainers.step_utils import resolve_device
 
     where, params = split_filter(split, source)
     params["n"] = limit
     problems = store.query(
-        f"SELECT id, prompt, answer, taxonomy FROM problems WHERE {where} ORDER BY id LIMIT $n", params
+        f"SELECT id, prompt, messages, answer, answer_type, taxonomy FROM problems WHERE {where} ORDER BY id LIMIT $n",
+        params,
     ).to_pylist()
-    engine = TransformersEngine(model, batch_size=256)
-    exact = get_reward("exact")
-    prompts, answers = [p["prompt"] for p in problems], [p["answer"] for p in problems]
+    engine = TransformersEngine(model, batch_size=batch_size, device=str(resolve_device(device)), dtype=dtype)
+    prompts = [prompt_policy.render(engine.tokenizer, p["prompt"], p["messages"], chat_template) for p in problems]
+
+    def score(rows: list[dict], texts: list[str]) -> list[float | None]:
+        return score_by_answer_type([r["prompt"] for r in rows], texts, [r["answer"] for r in rows],
+                                    [r["answer_type"] for r in rows])  # fmt: skip
+
     greedy = engine.generate(prompts, 1, SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
-    scores = exact(prompts, [c.text for c in greedy], answer=answers)
+    raw = score(problems, [c.text for c in greedy])
+    verdicts = [(p, s) for p, s in zip(problems, raw, strict=True) if s is not None]
+    scores = [s for _, s in verdicts]
     by_task: dict[str, list[float]] = {}
-    for p, s in zip(problems, scores, strict=True):
+    for p, s in verdicts:
         by_task.setdefault(p["taxonomy"] or "all", []).append(float(s == 1.0))
     result: dict[str, Any] = {"n": len(scores), **_acc(scores), "per_task": {t: _acc(v) for t, v in by_task.items()}}
+    result["unscored"] = len(raw) - len(scores)
     # Per-problem results, so two models on the same problems can be compared pairwise.
-    result["ids"] = [p["id"] for p in problems]
+    result["ids"] = [p["id"] for p, _ in verdicts]
     result["correct"] = [int(s == 1.0) for s in scores]
     head = problems[:pass_k_limit]
-    sampled = engine.generate(
-        [p["prompt"] for p in head], pass_k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed)
-    )
-    hits = exact([head[c.prompt_index]["prompt"] for c in sampled], [c.text for c in sampled],
-                 answer=[head[c.prompt_index]["answer"] for c in sampled])  # fmt: skip
+    sampled = engine.generate(prompts[:pass_k_limit], pass_k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
+    hits = score([head[c.prompt_index] for c in sampled], [c.text for c in sampled])
     solved = [any(h == 1.0 for h in hits[i * pass_k : (i + 1) * pass_k]) for i in range(len(head))]
     result[f"pass@{pass_k}"] = sum(solved) / max(1, len(solved))
     return result

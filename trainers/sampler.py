@@ -1,7 +1,13 @@
 """Sampling groups for a run and committing them to the store: what the trainer does before each
 update, and all a rollout worker or the `rollout` flow needs (no optimizer, no reference model).
 
-    pick problems -> generate a group per problem -> rewards, group advantages -> COMMIT rollouts
+    pick problems -> render + encode prompts -> generate a group per draw -> rewards, group
+    advantages -> COMMIT rollouts
+
+Prompts follow tasks/prompts.py (chat template for problems with `messages`); a prompt over
+`max_prompt_length` tokens is left-truncated or skipped (counted). Each draw of a problem is its
+own group, even when a problem is drawn twice in a step. A reward of None (a verifier with no
+verdict) is left out of its group's mean and std and gets no advantage: it is never a silent 0.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from reasonloop.tasks.engines.base import Completion, Engine, SamplingParams
+from reasonloop.tasks import prompts as prompt_policy
+from reasonloop.tasks.engines.base import Completion, Engine, Prompt, SamplingParams
 from reasonloop.tasks.engines.transformers_engine import TransformersEngine
 from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.tasks.rollout_rows import rollout_rows
@@ -26,6 +33,14 @@ from reasonloop.trainers.step_utils import derive_seed, typed_rollouts
 
 if TYPE_CHECKING:
     from reasonloop.storage import ReplayStore
+
+
+class Groups(NamedTuple):
+    result: Any  # the store's CommitResult
+    completions: list[Completion]
+    rewards: Any  # RewardResult, aligned with completions
+    rows: list[dict]  # rollouts rows, aligned with completions
+    problems: list[dict]  # the problems sampled (prompts over the length limit skipped)
 
 
 class GroupSampler:
@@ -40,11 +55,15 @@ class GroupSampler:
         engine: Engine | None = None,
         reward: CompositeReward | None = None,
         producer: str = "",
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
+        """`compute_dtype`: what the model's forward passes run in (None: its parameters' dtype;
+        fp32 masters with bf16 compute run under autocast, trainers/policy.py)."""
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.config, self.model, self.tokenizer, self.store, self.run_id = config, model, tokenizer, store, run_id
-        self.engine = engine or TransformersEngine(model, tokenizer, batch_size=256)
+        self.compute_dtype = compute_dtype
+        self.engine = engine or TransformersEngine(model, tokenizer, batch_size=256, dtype=compute_dtype)
         self.reward = reward or CompositeReward(config.reward_weights())
         self.advantage_fn = ADVANTAGES.get(config.advantage_name)
         self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run
@@ -62,7 +81,8 @@ class GroupSampler:
 
         where, params = split_filter(self.config.split, self.config.source)
         rows = self.reader.query(
-            f"SELECT id, prompt, answer, process_labels FROM problems WHERE {where} ORDER BY id", params
+            f"SELECT id, prompt, messages, answer, answer_type, process_labels FROM problems WHERE {where} ORDER BY id",
+            params,
         )
         problems = rows.to_pylist()
         if not problems:
@@ -79,7 +99,7 @@ class GroupSampler:
         """A step's prompts: with a curriculum the next `count` in its order (the first round of a
         step; a position derived from the step, so a resume picks the same), else a seeded sample."""
         if self.config.curriculum and stage == "pick/0":
-            start = (step - 1) * count
+            start = step * count  # step = policy version: 0 takes the curriculum's first prompts
             return [self.problems[(start + i) % len(self.problems)] for i in range(count)]
         rng = random.Random(derive_seed(self.config.seed, step, stage))
         if count <= len(self.problems):
@@ -90,10 +110,45 @@ class GroupSampler:
         c = self.config
         return SamplingParams(
             temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_new_tokens=c.max_completion_length,
-            seed=derive_seed(c.seed, step, stage), ignore_eos=c.ignore_eos,
+            seed=derive_seed(c.seed, step, stage), ignore_eos=c.ignore_eos, stop=c.stop_strings,
         )  # fmt: skip
 
-    def generate(self, prompts: list[str], n: int, step: int, stage: str) -> list[Completion]:
+    def render(self, problem: dict) -> Prompt:
+        """The problem's prompt as the model sees it: chat messages (templated) or plain text."""
+        return prompt_policy.render(
+            self.tokenizer, problem["prompt"], problem.get("messages"), self.config.chat_template
+        )
+
+    def encode(
+        self, prompts: list[Prompt], metrics: dict[str, float] | None = None
+    ) -> tuple[list, list[str], list[bool]]:
+        """(what to give the engine, the prompt text as seen, kept) per prompt: token ids (the
+        engine's own tokenizer would agree; ids also carry a truncation) or, for an engine that
+        takes only text, the text. Over `max_prompt_length`: left-truncated, or not kept (skip)."""
+        c = self.config
+        ids = [prompt_policy.encode(self.tokenizer, p) for p in prompts]
+        texts = [prompt_policy.display(self.tokenizer, p) for p in prompts]
+        kept = [True] * len(ids)
+        for i, x in enumerate(ids):
+            if len(x) <= c.max_prompt_length:
+                continue
+            key = "prompts_truncated" if c.prompt_truncation == "left" else "prompts_skipped"
+            if metrics is not None:
+                metrics[key] = metrics.get(key, 0.0) + 1
+            if c.prompt_truncation == "left":
+                ids[i] = x[-c.max_prompt_length :]
+                texts[i] = self.tokenizer.decode(ids[i], skip_special_tokens=False)
+            else:
+                kept[i] = False
+        if getattr(self.engine, "accepts_token_ids", False):
+            return ids, texts, kept
+        return (
+            [p if len(i) <= c.max_prompt_length else t for p, i, t in zip(prompts, ids, texts, strict=True)],
+            texts,
+            kept,
+        )
+
+    def generate(self, prompts: list, n: int, step: int, stage: str) -> list[Completion]:
         self.generation_calls += 1
         return self.engine.generate(prompts, n, self.sampling(step, stage))
 
@@ -106,21 +161,46 @@ class GroupSampler:
             process_labels=[r.get("process_labels") for r in rows], max_completion_length=self.config.max_completion_length,
         )  # fmt: skip
 
-    def group_advantages(self, completions: list[Completion], totals: list[float | None]) -> list[float]:
-        rewards = torch.tensor([t if t is not None else 0.0 for t in totals], dtype=torch.float64)
-        groups = torch.tensor([c.prompt_index for c in completions], dtype=torch.long)
+    def group_advantages(self, completions: list[Completion], totals: list[float | None]) -> list[float | None]:
+        """Advantages within each draw's group over the scored samples only; None where unscored."""
+        scored = [k for k, t in enumerate(totals) if t is not None]
+        out: list[float | None] = [None] * len(totals)
+        if not scored:
+            return out
+        rewards = torch.tensor([totals[k] for k in scored], dtype=torch.float64)
+        draws = sorted({completions[k].prompt_index for k in scored})
+        index = {d: i for i, d in enumerate(draws)}  # dense group ids
+        groups = torch.tensor([index[completions[k].prompt_index] for k in scored], dtype=torch.long)
         adv = self.advantage_fn(rewards, groups, scale_by_batch_std=self.config.scale_adv_by_batch_std)
-        return adv.tolist()
+        for k, a in zip(scored, adv.tolist(), strict=True):
+            out[k] = a
+        return out
 
     def commit_groups(self, problems: list[dict], n: int, step: int, stage: str, *, salt: str, **extra: Any) -> Any:
         """Generate n completions per problem, score, compute group advantages, commit them.
-        Returns (commit result, completions, reward result, rows in completion order)."""
-        prompts = extra.pop("prompts", None) or [p["prompt"] for p in problems]
+        Returns Groups(commit result, completions, reward result, rows in completion order, the
+        problems kept — completions' `prompt_index` indexes these). `prompts`
+        (rendered prompts, e.g. iGRPO refinements) replace the problems' own; `metrics` counts
+        truncated or skipped prompts; skipped problems are left out of everything returned."""
+        metrics = extra.pop("metrics", None)
+        prompts = extra.pop("prompts", None) or [self.render(p) for p in problems]
+        inputs, texts, kept = self.encode(prompts, metrics)
+        if not all(kept):
+            problems = [p for p, k in zip(problems, kept, strict=True) if k]
+            inputs, texts = (
+                [x for x, k in zip(inputs, kept, strict=True) if k],
+                [t for t, k in zip(texts, kept, strict=True) if k],
+            )
+            if "parent_ids" in extra:
+                extra["parent_ids"] = [x for x, k in zip(extra["parent_ids"], kept, strict=True) if k]
+        prompts = texts
         with self.timed("generate"):
-            completions = self.generate(prompts, n, step, f"{stage}/{salt}")
+            completions = self.generate(inputs, n, step, f"{stage}/{salt}") if inputs else []
         with self.timed("reward"):
             rewards = self.score(completions, prompts, problems)
             advantages = self.group_advantages(completions, rewards.totals) if extra.pop("train", True) else None
+        if metrics is not None:
+            metrics["rewards_none"] = metrics.get("rewards_none", 0.0) + sum(t is None for t in rewards.totals)
         with self.timed("store_write"):
             rows = rollout_rows(
                 completions, prompts, run_id=self.run_id, policy_version=step, rewards=rewards, source="train",
@@ -128,11 +208,11 @@ class GroupSampler:
             )  # fmt: skip
             result = self.store.write(
                 "rollouts", typed_rollouts(rows), run_id=self.run_id, producer=self.producer, sync=False
-            )
+            ) if rows else self.store.write("rollouts", [], run_id=self.run_id)  # fmt: skip
             self.files_since_compaction += len(result.files)
         if result.rejected:
             raise RuntimeError(f"the trainer's own rollouts were rejected: {result.rejections[0].reason}")
-        return result, completions, rewards, rows
+        return Groups(result, completions, rewards, rows, problems)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

@@ -1,8 +1,12 @@
 """Supervised fine-tuning on `sft_samples` with loss masks: only unmasked target tokens count.
 
 Used for the warm-up before RL, and for BSAFE+ (the violation span is masked) and Octopus (the
-first attempt is masked). `loss_mask_spans` are character spans of the target; they are mapped to
-tokens with the tokenizer's offsets, so any fast tokenizer works, not only the character one.
+first attempt is masked). A sample with `messages` is rendered with the tokenizer's chat template
+and the loss covers the assistant turns only (TRL's assistant-only loss; tasks/prompts.py finds
+them without `{% generation %}` markers); a plain sample is prompt text + target + EOS.
+`loss_mask_spans` are character spans of the target (the last assistant turn's content for a
+chat sample); they are mapped to tokens with the tokenizer's offsets, so any fast tokenizer works.
+The loss is the mean over the step's kept tokens, whatever `grad_accum` splits the step into.
 """
 
 from __future__ import annotations
@@ -14,17 +18,61 @@ from typing import Any
 
 import torch
 
+from reasonloop.tasks import prompts as prompt_policy
+from reasonloop.tasks.models.precision import compute_in, pad_token_id
 from reasonloop.trainers.config import SFTConfig
 from reasonloop.trainers.logprobs import completion_logprobs
+from reasonloop.trainers.step_utils import split_indices
+
+Encoded = tuple[list[int], list[int], list[bool]]  # prompt ids, target ids, loss mask per target token
 
 
-def encode_sample(tokenizer: Any, prompt: str, target: str, spans: Sequence[dict] | None) -> tuple[list, list, list]:
-    """(prompt ids, target ids + eos, loss mask per target token)."""
+def _overlaps(start: int, end: int, spans: Sequence[tuple[int, int]]) -> bool:
+    return any(a < end and start < b for a, b in spans)
+
+
+def encode_plain(tokenizer: Any, prompt: str, target: str, spans: Sequence[dict] | None) -> Encoded:
+    """(prompt ids, target ids + EOS, loss mask per target token)."""
     prompt_ids = list(tokenizer(prompt)["input_ids"])
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     masked = [(s["start"], s["end"]) for s in spans or []]
-    keep = [not any(a < end and start < b for a, b in masked) for start, end in enc["offset_mapping"]]
-    return prompt_ids, [*enc["input_ids"], tokenizer.eos_token_id], [*keep, True]
+    keep = [not _overlaps(start, end, masked) for start, end in enc["offset_mapping"]]
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else pad_token_id(tokenizer)
+    return prompt_ids, [*enc["input_ids"], eos], [*keep, True]
+
+
+def encode_chat(tokenizer: Any, messages: list[dict], spans: Sequence[dict] | None) -> Encoded:
+    """The conversation through the chat template; the loss on assistant turns only (their content
+    and end-of-turn marker), minus `spans` of the last assistant turn's content."""
+    text, assistant = prompt_policy.assistant_spans(tokenizer, messages)
+    if not assistant:
+        raise ValueError("a chat SFT sample needs at least one assistant turn")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    last = next(m for m in reversed(messages) if m["role"] == "assistant")["content"]
+    offset = text.find(last, assistant[-1][0]) if last else -1
+    masked = [(offset + s["start"], offset + s["end"]) for s in spans or []] if offset >= 0 else []
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    answer = [_overlaps(a, b, assistant) for a, b in offsets]
+    loss = [x and not _overlaps(a, b, masked) for x, (a, b) in zip(answer, offsets, strict=True)]
+    first = answer.index(True) if any(answer) else len(ids) - 1  # the prompt ends where the first answer starts
+    return ids[:first], ids[first:], loss[first:]
+
+
+def encode_sample(tokenizer: Any, sample: dict, chat_template: str = "auto") -> Encoded:
+    rendered = prompt_policy.render(tokenizer, sample["prompt"], sample.get("messages"), chat_template)
+    if isinstance(rendered, str):
+        return encode_plain(tokenizer, sample["prompt"], sample["target"], sample.get("loss_mask_spans"))
+    messages = sample.get("messages") or []
+    if not any(m["role"] == "assistant" for m in messages):  # a prompt-only chat: the target is the answer turn
+        messages = [*rendered, {"role": "assistant", "content": sample["target"]}]
+    return encode_chat(tokenizer, messages, sample.get("loss_mask_spans"))
+
+
+def truncate(encoded: Encoded, max_length: int) -> Encoded:
+    """Cut from the right to `max_length` tokens (prompt + target), as TRL's `max_length`."""
+    prompt, target, keep = encoded
+    room = max(1, max_length - len(prompt))
+    return prompt[-max_length + 1 :] if len(prompt) >= max_length else prompt, target[:room], keep[:room]
 
 
 def warmup_cosine(warmup: int, total: int, floor: float = 0.1) -> Callable[[int], float]:
@@ -38,34 +86,44 @@ def warmup_cosine(warmup: int, total: int, floor: float = 0.1) -> Callable[[int]
 
 
 def run_sft(
-    config: SFTConfig, *, model: Any, tokenizer: Any, samples: Sequence[dict], log: Callable[[dict], None] | None = None
-) -> list[dict]:
-    """Train on samples (dicts with prompt, target, loss_mask_spans); returns per-step metrics."""
+    config: SFTConfig, *, model: Any, tokenizer: Any, samples: Sequence[dict], log: Callable[[dict], None] | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> list[dict]:  # fmt: skip
+    """Train on samples (dicts with prompt, target, messages, loss_mask_spans); per-step metrics."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     if not samples:
         raise ValueError("no sft_samples to train on")
-    encoded = [encode_sample(tokenizer, s["prompt"], s["target"], s.get("loss_mask_spans")) for s in samples]
-    pad_id = tokenizer.pad_token_id
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    encoded = [truncate(encode_sample(tokenizer, s, config.chat_template), config.max_length) for s in samples]
+    pad_id = pad_token_id(tokenizer, model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
     rng = random.Random(config.seed)
     history = []
     model.train()
     for step in range(1, config.steps + 1):
         batch = [encoded[rng.randrange(len(encoded))] for _ in range(config.batch_size)]
-        scored = completion_logprobs(model, [b[0] for b in batch], [b[1] for b in batch], pad_id=pad_id)
-        keep = torch.zeros_like(scored.mask)
-        for row, (_, _, mask) in enumerate(batch):
-            keep[row, : len(mask)] = torch.tensor(mask)
-        keep = keep & scored.mask
-        loss = -(scored.logprobs * keep).sum() / keep.sum().clamp(min=1)
+        total = float(max(1, sum(sum(b[2]) for b in batch)))  # the step's loss tokens: accumulation changes memory only
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
+        loss_value = 0.0
+        for micro in split_indices(list(range(len(batch))), config.grad_accum):
+            rows = [batch[i] for i in micro]
+            with compute_in(model, compute_dtype):
+                scored = completion_logprobs(
+                    model, [b[0] for b in rows], [b[1] for b in rows], pad_id=pad_id, entropy=False
+                )
+            keep = torch.zeros_like(scored.mask)
+            for row, (_, _, mask) in enumerate(rows):
+                keep[row, : len(mask)] = torch.tensor(mask)
+            keep = keep & scored.mask
+            loss = -(scored.logprobs * keep).sum() / total
+            loss.backward()
+            loss_value += loss.item()
+        norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or float("inf"))
         optimizer.step()
         scheduler.step()
-        record = {"step": step, "loss": loss.item(), "grad_norm": float(norm), "lr": scheduler.get_last_lr()[0]}
+        record = {"step": step, "loss": loss_value, "grad_norm": float(norm), "lr": scheduler.get_last_lr()[0]}
         history.append(record)
         if log:
             log(record)

@@ -84,11 +84,13 @@ def group_count(table: pa.Table) -> int:
 
 def zero_std_share(table: pa.Table) -> float:
     spans: dict[str, tuple[float, float]] = {}
-    for group, reward in zip(table.column("group_id").to_pylist(), table.column("reward").to_pylist(), strict=True):
-        r = reward or 0.0
+    for group, r in zip(table.column("group_id").to_pylist(), table.column("reward").to_pylist(), strict=True):
+        if r is None:  # unscored: takes no part in the group's spread
+            spans.setdefault(group, (float("inf"), float("-inf")))
+            continue
         lo, hi = spans.get(group, (r, r))
         spans[group] = (min(lo, r), max(hi, r))
-    return sum(lo == hi for lo, hi in spans.values()) / max(1, len(spans))
+    return sum(lo >= hi for lo, hi in spans.values()) / max(1, len(spans))
 
 
 def split_indices(items: list[int], parts: int) -> list[list[int]]:

@@ -20,7 +20,8 @@ from typing import Protocol, Union
 from reasonloop.tasks.registry import Registry
 
 ChatMessages = list[dict[str, str]]
-Prompt = Union[str, ChatMessages]  # noqa: UP007 - readable alias
+TokenIds = list[int]
+Prompt = Union[str, ChatMessages, TokenIds]  # noqa: UP007 - readable alias; ids: already encoded
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class SamplingParams:
     top_k: int = 0  # top-k truncation for sampling; 0 disables it
     max_new_tokens: int = 64  # completion length cap; finish_reason "length" when reached
     seed: int | None = None  # same seed, same prompts -> same completions
-    stop_token_ids: tuple[int, ...] = ()  # extra ids that end a completion (eos always does)
+    stop_token_ids: tuple[int, ...] = ()  # extra ids that end a completion (every EOS id always does)
+    stop: tuple[str, ...] = ()  # strings that end a completion (not part of its text, as in vLLM)
     ignore_eos: bool = False  # always generate max_new_tokens (benchmarks, fixed-length tests)
 
     def __post_init__(self) -> None:

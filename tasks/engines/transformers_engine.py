@@ -3,6 +3,10 @@
 A hand-written decode loop rather than `model.generate`: it needs the tempered log-probability and
 entropy of every sampled token anyway, and computing them where the token is sampled costs less
 than asking `generate` for its logits and redoing the softmax (see benchmarks/engine_bench.py).
+It stops like `generate`: on every id of the generation config's `eos_token_id` (chat models end a
+turn on a token that is not the tokenizer's EOS) and on optional stop strings; a tokenizer without
+a pad token pads with EOS. With a compute `dtype` other than the parameters' (fp32 masters), the
+forward passes run under autocast.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.models.precision import compute_in, eos_token_ids, pad_token_id, resolve_dtype
 
 
 def truncate_logprobs(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -35,6 +41,7 @@ def truncate_logprobs(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Ten
 @register_engine("transformers")
 class TransformersEngine:
     name = "transformers"
+    accepts_token_ids = True
 
     def __init__(
         self,
@@ -43,29 +50,37 @@ class TransformersEngine:
         *,
         batch_size: int = 64,
         device: str | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
+        """`model`: a model object (with its `tokenizer`), or a folder / hub id, loaded here in the
+        compute `dtype` (inference needs no fp32 masters). `dtype` for a model object: the dtype
+        its forward passes run in (None: its parameters')."""
         if isinstance(model, (str, Path)):
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-            model = AutoModelForCausalLM.from_pretrained(model)
+            from reasonloop.tasks.models.loading import dtype_source, load_causal_lm, load_tokenizer
+
+            tokenizer = tokenizer or load_tokenizer(model)
+            where = device or "cpu"
+            load_dtype = resolve_dtype(dtype, dtype_source(model), where) if isinstance(dtype, str) else dtype
+            model = load_causal_lm(model, dtype=load_dtype or resolve_dtype("auto", dtype_source(model), where))
+            dtype = None
         if tokenizer is None:
             raise ValueError("pass the tokenizer with a model object")
         if device is not None:
             model = model.to(device)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        self.dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
+        self.pad_id = pad_token_id(tokenizer, model)
+        self.eos_ids = eos_token_ids(model, tokenizer)
         # transformers 5 renamed `past_key_values` to `cache`; 4.x knows only the old name.
-        params = inspect.signature(model.forward).parameters
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
+        params = inspect.signature(core.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         # Only the last position's logits are needed: skip the LM head on the rest of the prompt.
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt; chat messages go through the tokenizer's chat template."""
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt)["input_ids"])
-        ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        """Token ids of a prompt: ids as given, text, or chat messages through the chat template."""
+        return prompt_policy.encode(self.tokenizer, prompt)
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
         encoded = [self.encode(p) for p in prompts]
@@ -74,8 +89,9 @@ class TransformersEngine:
         generator = torch.Generator(device=device)
         generator.manual_seed(sampling.seed if sampling.seed is not None else int(torch.seed() % 2**63))
         out: list[Completion] = []
-        for start in range(0, len(jobs), self.batch_size):
-            out += self._generate_batch(jobs[start : start + self.batch_size], sampling, generator)
+        with compute_in(self.model, self.dtype):
+            for start in range(0, len(jobs), self.batch_size):
+                out += self._generate_batch(jobs[start : start + self.batch_size], sampling, generator)
         return out
 
     @torch.inference_mode()
@@ -124,6 +140,8 @@ class TransformersEngine:
             logprobs[:, t] = logp.gather(-1, token[:, None]).squeeze(-1)
             entropies[:, t] = torch.special.entr(probs).sum(-1)
             stopped = ~finished & torch.isin(token, stop_ids) if not sampling.ignore_eos else torch.zeros_like(finished)
+            if sampling.stop:
+                stopped |= self._stop_strings(tokens[:, : t + 1], ~finished & ~stopped, sampling.stop)
             lengths = torch.where(stopped, torch.full_like(lengths, t + 1), lengths)
             finished |= stopped
             if finished.all() or t == steps - 1:
@@ -133,17 +151,40 @@ class TransformersEngine:
                 use_cache=True, **kw,
             ).logits[:, -1, :]  # fmt: skip
             next_pos = next_pos + 1
-        return self._completions(jobs, tokens.cpu(), logprobs.cpu(), entropies.cpu(), lengths.cpu(), finished.cpu())
+        return self._completions(
+            jobs,
+            tokens.cpu(),
+            logprobs.cpu(),
+            entropies.cpu(),
+            lengths.cpu(),
+            finished.cpu(),
+            sampling.stop,
+            self.eos_ids | set(sampling.stop_token_ids),
+        )
 
-    def _completions(self, jobs, tokens, logprobs, entropies, lengths, finished) -> list[Completion]:
+    def _stop_strings(self, tokens: torch.Tensor, live: torch.Tensor, stop: tuple[str, ...]) -> torch.Tensor:
+        """Rows (B,) whose text now ends in a stop string. Only the last few tokens are decoded:
+        enough to hold the longest stop string (a token is at least one byte)."""
+        window = max(len(s.encode()) for s in stop) + 1
+        hit = torch.zeros_like(live)
+        for b in live.nonzero().flatten().tolist():
+            tail = self.tokenizer.decode(tokens[b, -window:].tolist(), skip_special_tokens=True)
+            hit[b] = any(s in tail for s in stop)
+        return hit
+
+    def _completions(
+        self, jobs, tokens, logprobs, entropies, lengths, finished, stop=(), stop_ids=()
+    ) -> list[Completion]:
         out = []
         for b, (prompt_index, prompt_ids) in enumerate(jobs):
             n = int(lengths[b])
             ids = tokens[b, :n].tolist()
             stopped = bool(finished[b])
-            text_ids = ids[:-1] if stopped else ids  # the stop token is trained on, not shown
+            text_ids = ids[:-1] if stopped and ids[-1] in stop_ids else ids  # a stop token is trained on, not shown
+            text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+            cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
             out.append(Completion(
-                text=self.tokenizer.decode(text_ids, skip_special_tokens=True),
+                text=text[:cut] if cut >= 0 else text,
                 token_ids=ids,
                 logprobs=logprobs[b, :n].tolist(),
                 entropies=entropies[b, :n].tolist(),

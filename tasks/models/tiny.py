@@ -59,9 +59,12 @@ def init_tiny_model(out: str | Path, *, size: str = "tiny", seed: int = 0) -> Pa
         torch.random.set_rng_state(generator_state)
     # transformers defaults top_k=50, which silently truncates a ~100-symbol vocabulary: write the
     # sampling defaults explicitly so `generate` samples from the model's own distribution.
+    # A chat turn ends with <|end|>, plain text with <eos>: both stop generation, as a chat model's
+    # generation config lists its end-of-turn token beside the tokenizer's EOS.
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|end|>")
     model.generation_config = GenerationConfig(
-        do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        do_sample=True, temperature=1.0, top_p=1.0, top_k=0, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, end_of_turn], pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

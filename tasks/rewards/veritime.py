@@ -5,7 +5,8 @@ tasks/recipes/veritime.py: `I:..;P:..;S:..;A:..;#answer`.
     answer   +5 if the final answer equals the gold answer, else -2
     process  up to +6: intent +1, key pattern +2, preliminary answer +2, final answer +1
              (agreement with the problem's step labels: the process, not only the outcome)
-    length   +1 for a complete chain within the budget, len/16 when shorter, -2 when truncated
+    length   +1 for a complete chain within the token budget (max_completion_length), len/16 when
+             shorter than 16 characters, -2 when it used the whole budget (truncated)
 
 `veritime` is their weighted sum (weights default to 1: the paper sums them unweighted).
 Each reads the gold step labels from the `process_labels` column.
@@ -52,8 +53,10 @@ def process_score(text: str, labels: Any) -> float:
     return sum(w for k, w in points.items() if k in gold and steps[k].lower() == gold[k].lower())
 
 
-def length_score(text: str, budget: int = 64) -> float:
-    if len(text) >= budget:
+def length_score(text: str, budget: int = 64, tokens: int | None = None) -> float:
+    """`tokens`: the completion's token count, compared with the budget (a generation cap is in
+    tokens); without it the text's length stands in (one token per character)."""
+    if (tokens if tokens is not None else len(text)) >= budget:
         return -2.0
     return 1.0 if len(text) >= 16 else len(text) / 16
 
@@ -84,9 +87,11 @@ def vt_process(
 
 @register_reward("vt_length")
 def vt_length(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
-    """+1 for a chain within `max_completion_length` characters (default 64), -2 at the cap."""
+    """+1 for a chain within `max_completion_length` tokens (default 64), -2 at the cap."""
     budget = int(kwargs.get("max_completion_length", 64))
-    return safe_scores(lambda text: length_score(text, budget), completions)
+    ids = kwargs.get("completion_ids")
+    counts = [len(x) for x in ids] if ids is not None else [None] * len(completions)
+    return safe_scores(lambda text, n: length_score(text, budget, n), completions, counts)
 
 
 @register_reward("veritime")

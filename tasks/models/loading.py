@@ -1,0 +1,53 @@
+"""Loading a causal LM from a folder or hub id, a LoRA adapter folder included.
+
+A folder with `adapter_config.json` (what a LoRA run checkpoints: the adapter, not the base) loads
+its base model (`base_model_name_or_path`) and applies the adapter: trainable for a resumed run,
+merged into the weights for inference (rollout workers, evaluation), so engines always receive
+plain weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(path: str | Path) -> str:
+    return json.loads((Path(path) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+
+
+def dtype_source(path: str | Path) -> str | Path:
+    """Where a model's declared dtype is read: the base of an adapter, else the folder itself."""
+    return adapter_base(path) if is_adapter(path) else path
+
+
+def load_causal_lm(path: str | Path, *, dtype: torch.dtype = torch.float32, trainable_adapter: bool = False) -> Any:
+    """The model at `path` with its parameters in `dtype`."""
+    from transformers import AutoModelForCausalLM
+
+    if not is_adapter(path):
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise ImportError(f"{path} is a LoRA adapter: pip install 'reasonloop[lora]' (peft)") from exc
+    base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=dtype)
+    model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable_adapter)
+    return model if trainable_adapter else model.merge_and_unload()
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer saved with a model or adapter folder (an adapter folder carries one too)."""
+    from transformers import AutoTokenizer
+
+    source = path if (Path(path) / "tokenizer_config.json").exists() or not is_adapter(path) else adapter_base(path)
+    return AutoTokenizer.from_pretrained(str(source))

@@ -1,0 +1,99 @@
+"""The trained policy: a model loaded the way its options say (precision, LoRA, gradient
+checkpointing, device), its tokenizer, and the dtype its forward passes run in.
+
+With `param_dtype="float32"` (the default) the weights are fp32 masters and the forward passes run
+under autocast in the compute dtype, so AdamW's state and updates stay fp32 — what TRL and verl
+do with bf16 checkpoints. LoRA wraps the model with peft: only the adapter trains, the reference
+model is the base with the adapter disabled (no copy), checkpoints store the adapter, and engines
+get merged weights (`save_weights(..., merged=True)`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasonloop.tasks.models.loading import dtype_source, is_adapter, load_causal_lm, load_tokenizer
+from reasonloop.tasks.models.precision import resolve_dtype
+from reasonloop.trainers.config import ModelOptions
+from reasonloop.trainers.step_utils import resolve_device
+
+
+@dataclass
+class Policy:
+    model: Any
+    tokenizer: Any
+    compute_dtype: torch.dtype  # what the forward passes run in (autocast when params differ)
+
+
+def is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def load_policy(path: str | Path, options: ModelOptions) -> Policy:
+    device = resolve_device(options.device)
+    compute = resolve_dtype(options.dtype, dtype_source(path), device)
+    params = torch.float32 if options.param_dtype == "float32" else compute
+    model = load_causal_lm(path, dtype=params, trainable_adapter=True)
+    if options.lora_r and not is_adapter(path):
+        model = with_lora(model, options)
+    if options.gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if is_peft(model):
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
+    model = model.to(device)
+    return Policy(model, load_tokenizer(path), compute)
+
+
+def with_lora(model: Any, options: ModelOptions) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise ImportError("--lora-r needs peft: pip install 'reasonloop[lora]'") from exc
+    targets = options.lora_target_modules
+    config = LoraConfig(
+        r=options.lora_r, lora_alpha=options.lora_alpha or 2 * options.lora_r, lora_dropout=options.lora_dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+        task_type="CAUSAL_LM",
+    )  # fmt: skip
+    return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def reference_of(model: Any) -> Iterator[Any]:
+    """The reference policy of a LoRA model: the same model with its adapter disabled."""
+    with model.disable_adapter():
+        yield model
+
+
+def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """The weights a plain model of the base architecture loads: LoRA merged in (in place, then
+    undone: no copy of the model), adapter tensors dropped, peft's prefixes removed."""
+    model.merge_adapter()
+    try:
+        state = {}
+        for key, value in model.state_dict().items():
+            if "lora_" in key:
+                continue
+            key = key.removeprefix("base_model.model.").replace(".base_layer.", ".")
+            state[key] = value.detach().clone()
+    finally:
+        model.unmerge_adapter()
+    return state
+
+
+def save_weights(model: Any, out: Path, *, merged: bool) -> None:
+    """`save_pretrained` of the model; a LoRA model saves its adapter, or with `merged` the
+    merged weights (what an engine loads)."""
+    if is_peft(model) and merged:
+        model.get_base_model().save_pretrained(out, state_dict=merged_state_dict(model), safe_serialization=True)
+    else:
+        model.save_pretrained(out, safe_serialization=True)

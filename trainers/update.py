@@ -1,0 +1,156 @@
+"""The policy update of one RL step: μ iterations over the batch, mini-batches (an optimizer step
+each), micro-batches (gradient accumulation), a registered loss, an optional k3 KL term.
+
+π_old, as TRL does it:
+- μ = 1: the ratio is against the trainer's own forward, detached — exactly 1 before the update,
+  so the clip is never hit by numerics (the engine's bf16 logprobs differ from the training
+  forward's by up to ~1e-2 per token);
+- μ > 1: recomputed once per generation, without gradient, in the same micro-batches as the first
+  iteration's (the trainer's layout);
+- the engine's sampling logprobs give the truncated importance weight min(π_old / π_sampler, cap)
+  per token (`is_cap`), which corrects what the training-inference gap, a replayed row's age or an
+  async worker's older weights leave, and the mismatch metrics users of vLLM watch:
+  `mismatch/logprob_abs_diff_mean|max`.
+Gradient accumulation is exact: every micro-batch's loss is normalized by its mini-batch's token
+and sequence counts (trainers/algos.py), so `grad_accum` changes memory only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from reasonloop.tasks.models.precision import compute_in
+from reasonloop.trainers.algos import ClipRange, LossFn, kl_k3
+from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.logprobs import batched_logprobs, completion_logprobs
+from reasonloop.trainers.step_utils import derive_seed, pad, split_indices
+
+
+class PolicyUpdate:
+    def __init__(
+        self, config: TrainConfig, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn,
+        clip: ClipRange, pad_id: int, compute_dtype: torch.dtype | None,
+        reference: Callable[[], contextlib.AbstractContextManager[Any]] | None,
+    ) -> None:  # fmt: skip
+        """`reference`: a context manager factory yielding the reference model (β > 0), or None."""
+        self.c, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
+        self.loss_fn, self.clip, self.pad_id, self.dtype, self.reference = (
+            loss_fn,
+            clip,
+            pad_id,
+            compute_dtype,
+            reference,
+        )
+        self.row_weights: list[float] = []  # mean importance weight per batch row (lineage)
+
+    def forward(self, model: Any, prompts: list, completions: list, *, grad: bool) -> Any:
+        with compute_in(model, self.dtype), contextlib.nullcontext() if grad else torch.no_grad():
+            return completion_logprobs(model, prompts, completions, pad_id=self.pad_id, temperature=self.c.temperature)
+
+    def no_grad_logprobs(self, model: Any, prompts: list, completions: list, micro: int) -> torch.Tensor:
+        with compute_in(model, self.dtype):
+            return batched_logprobs(
+                model, prompts, completions, pad_id=self.pad_id, temperature=self.c.temperature, micro_batch=micro
+            ).logprobs
+
+    def __call__(self, batch: pa.Table, step: int, metrics: dict[str, float]) -> float:
+        """Update on `batch` (rows of `rollouts` with advantages); returns the mean mini-batch loss."""
+        c = self.c
+        n = batch.num_rows
+        self.row_weights = []
+        if n == 0:
+            metrics.update(grad_norm=0.0, clip_ratio_low=0.0, clip_ratio_high=0.0)
+            return 0.0
+        prompts = batch.column("prompt_ids").to_pylist()
+        completions = batch.column("completion_ids").to_pylist()
+        lengths = [len(x) for x in completions]
+        device = next(self.model.parameters()).device
+        advantages = torch.tensor(batch.column("advantage").to_pylist(), dtype=torch.float32, device=device)
+        sampler = pad(batch.column("logprobs").to_pylist(), max(lengths)).to(device)  # (B, T)
+        rng = random.Random(derive_seed(c.seed, step, "shuffle"))
+        orders = []
+        for _ in range(c.num_iterations):
+            order = list(range(n))
+            rng.shuffle(order)
+            orders.append(order)
+        layout = [micro for mb in split_indices(orders[0], c.mini_batches) for micro in split_indices(mb, c.grad_accum)]
+        forward_rows = c.forward_batch_size or max(len(m) for m in layout)
+        old = None
+        if c.num_iterations > 1:  # π_old once per generation, in the first iteration's micro-batches
+            old = torch.zeros_like(sampler)
+            for micro in layout:
+                part = self.no_grad_logprobs(
+                    self.model, [prompts[i] for i in micro], [completions[i] for i in micro], len(micro)
+                )
+                old[micro, : part.shape[1]] = part
+        ref = None
+        if self.reference is not None:
+            with self.reference() as ref_model:
+                ref = self.no_grad_logprobs(ref_model, prompts, completions, forward_rows)
+        weights = torch.zeros(n)
+        losses, lows, highs, norms, kls, entropies, diffs, diff_max = [], [], [], [], [], [], [], 0.0
+        ratio_sum, ratio_min, ratio_max, truncated, tokens_seen = 0.0, float("inf"), 0.0, 0.0, 0.0
+        self.model.train()
+        for iteration, order in enumerate(orders):
+            for mb in split_indices(order, c.mini_batches):
+                batch_tokens, batch_seqs = float(max(1, sum(lengths[i] for i in mb))), float(len(mb))
+                self.optimizer.zero_grad(set_to_none=True)
+                mb_loss = 0.0
+                for micro in split_indices(mb, c.grad_accum):
+                    scored = self.forward(
+                        self.model, [prompts[i] for i in micro], [completions[i] for i in micro], grad=True
+                    )
+                    t, mask = scored.logprobs.shape[1], scored.mask
+                    old_m = scored.logprobs.detach() if old is None else old[micro, :t]
+                    ratio = torch.exp((old_m - sampler[micro, :t]).clamp(-20, 20))
+                    is_w = torch.where(mask, ratio.clamp(max=c.is_cap), torch.zeros_like(ratio))
+                    out = self.loss_fn(
+                        scored.logprobs, old_m, advantages[micro], mask, clip=self.clip, dual_clip=c.dual_clip or None,
+                        max_len=c.max_completion_length, is_weights=is_w, batch_tokens=batch_tokens, batch_seqs=batch_seqs,
+                    )  # fmt: skip
+                    loss = out.loss
+                    if ref is not None:
+                        kl = (kl_k3(scored.logprobs, ref[micro, :t]) * mask).sum() / batch_tokens
+                        loss = loss + c.beta * kl
+                        kls.append(kl.item() * batch_tokens / max(1.0, float(mask.sum())))
+                    loss.backward()
+                    mb_loss += loss.item()
+                    lows.append(out.clip_low_frac)
+                    highs.append(out.clip_high_frac)
+                    on = mask.sum().clamp(min=1)
+                    entropies.append(((scored.entropies * mask).sum() / on).item())
+                    if iteration == 0:  # the gap between engine and trainer, and the weights it gave
+                        gap = (old_m - sampler[micro, :t]).abs()[mask]
+                        diffs.append(gap.sum().item())
+                        diff_max = max(diff_max, gap.max().item() if gap.numel() else 0.0)
+                        live = ratio[mask]
+                        ratio_sum, tokens_seen = ratio_sum + live.sum().item(), tokens_seen + live.numel()
+                        ratio_min = min(ratio_min, live.min().item() if live.numel() else 1.0)
+                        ratio_max = max(ratio_max, live.max().item() if live.numel() else 1.0)
+                        truncated += (live > c.is_cap).float().sum().item()
+                        weights[micro] = (is_w.sum(-1) / mask.sum(-1).clamp(min=1)).detach().float().cpu()
+                losses.append(mb_loss)
+                params = [p for p in self.model.parameters() if p.grad is not None]
+                norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
+                norms.append(float(norm))
+                self.optimizer.step()
+                self.scheduler.step()
+        self.model.eval()
+        seen = max(1.0, tokens_seen)
+        metrics.update(
+            grad_norm=sum(norms) / len(norms), clip_ratio_low=sum(lows) / len(lows),
+            clip_ratio_high=sum(highs) / len(highs), train_entropy=sum(entropies) / len(entropies),
+            **{"mismatch/logprob_abs_diff_mean": sum(diffs) / seen, "mismatch/logprob_abs_diff_max": diff_max,
+               "is_ratio_mean": ratio_sum / seen, "is_ratio_min": ratio_min if tokens_seen else 1.0,
+               "is_ratio_max": ratio_max, "is_truncated_frac": truncated / seen},
+        )  # fmt: skip
+        if kls:
+            metrics["kl"] = sum(kls) / len(kls)
+        self.row_weights = weights.tolist()
+        return sum(losses) / len(losses)
