@@ -50,6 +50,9 @@ def demo_command(
         bool, typer.Option(help="A short smoke run (still >= 2 real RL steps through the store).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for data, model and sampling.")] = 0,
+    tokenizer: Annotated[
+        str, typer.Option(help="char (the tiny Llama) or bpe (a Qwen2-shaped checkpoint, chat-templated data).")
+    ] = "char",
 ) -> None:
     """The main job: tiny model -> VeriTime data -> SFT -> RL -> evaluation -> report (Prefect flows)."""
     from reasonloop.flows.cli_model import quiet_transformers
@@ -64,7 +67,7 @@ def demo_command(
     from reasonloop.trainers.evaluate import paired_gain
 
     with progress_bars():
-        result = demo(str(store_root), quick=quick, seed=seed)
+        result = demo(str(store_root), quick=quick, seed=seed, tokenizer=tokenizer)
     for stage, e in result["evals"].items():
         typer.echo(f"{stage:>5}: held-out accuracy {100 * e['accuracy']:.1f}% ± {100 * e['stderr']:.1f} (n={e['n']})")
     gain = paired_gain(result["evals"]["rl"], result["evals"]["sft"])

@@ -56,8 +56,10 @@ QUICK = DemoSettings(
 
 
 @flow(name="demo")
-def demo(root: str, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Synthesize -> store -> SFT -> RL -> evaluate -> report. Returns paths and accuracies."""
+def demo(root: str, quick: bool = False, seed: int = 0, tokenizer: str = "char") -> dict[str, Any]:
+    """Synthesize -> store -> SFT -> RL -> evaluate -> report. Returns paths and accuracies.
+    `tokenizer="bpe"`: the Qwen2-shaped model (tasks/models/bpe.py) on VeriTime as conversations,
+    through its chat template."""
     settings = QUICK if quick else FULL
     start = time.perf_counter()
     store = ReplayStore(root)
@@ -69,10 +71,10 @@ def demo(root: str, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     def lap(name: str) -> None:
         seconds[name] = round(time.perf_counter() - start - sum(seconds.values()), 1)
 
-    base = build_model_task(str(work / "base"), "tiny", seed)
+    base = build_model_task(str(work / "base"), "tiny", seed, tokenizer)
     lap("model")
     stages(1, "demo: data")
-    vt = VeriTimeConfig(n=settings.problems, seed=seed)
+    vt = VeriTimeConfig(n=settings.problems, seed=seed, chat=tokenizer == "bpe")
     synthesize(str(store.root), asdict(vt))
     lap("synthesis")
     stages(2, "demo: evaluate base")

@@ -45,10 +45,12 @@ def synthesize(root: str, config: dict, *, return_state: bool = False) -> Any:
 
 
 @task(name="build-model", cache_policy=NO_CACHE)
-def build_model_task(out: str, size: str, seed: int) -> str:
+def build_model_task(out: str, size: str, seed: int, tokenizer: str = "char") -> str:
+    from reasonloop.tasks.models.bpe import init_bpe_model
     from reasonloop.tasks.models.tiny import init_tiny_model
 
-    return str(init_tiny_model(out, size=size, seed=seed))
+    init = init_bpe_model if tokenizer == "bpe" else init_tiny_model
+    return str(init(out, size=size, seed=seed))
 
 
 @task(name="sft", cache_policy=NO_CACHE)
@@ -74,7 +76,8 @@ def schedule_task(root: str, model: str, source: str, pool: int, k: int, max_new
     problems = (
         ReplayStore(root)
         .query(
-            f"SELECT id, prompt, answer, taxonomy, process_labels FROM problems WHERE {where} ORDER BY id LIMIT $n",
+            f"SELECT id, prompt, messages, answer, taxonomy, process_labels FROM problems WHERE {where} ORDER BY id "
+            "LIMIT $n",
             {**params, "n": pool},
         )
         .to_pylist()
@@ -103,13 +106,13 @@ def train_task(
 @task(name="rollout", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
 def rollout_task(root: str, model: str, run_id: str, config: dict) -> int:
     """Sample and commit rollouts for training problems without updating the policy."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from reasonloop.trainers.policy import load_policy
     from reasonloop.trainers.sampler import GroupSampler
 
     cfg = TrainConfig(**config)
-    policy, tokenizer = AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model)
-    sampler = GroupSampler(cfg, model=policy, tokenizer=tokenizer, store=ReplayStore(root), run_id=run_id)
+    policy = load_policy(model, cfg)
+    sampler = GroupSampler(cfg, model=policy.model, tokenizer=policy.tokenizer, store=ReplayStore(root), run_id=run_id,
+                           compute_dtype=policy.compute_dtype)  # fmt: skip
     problems = sampler.pick_problems(0, "rollout", cfg.prompts_per_step)
     result, *_ = sampler.commit_groups(problems, cfg.group_size, 0, "single", salt="rollout")
     return result.committed + result.duplicates

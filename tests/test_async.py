@@ -17,6 +17,7 @@ from reasonloop.flows.processes import spawn_cli, stop_process, wait_for
 from reasonloop.storage import ReplayStore
 from reasonloop.storage.lineage import checkpoint_lineage
 from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.tasks.recipes.chat import as_chat
 from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.rollout_worker import newest_published
@@ -84,13 +85,15 @@ def assert_accounting(store: ReplayStore, run_id: str, out: Path) -> dict[str, i
 
 
 def test_async_training_with_two_workers_respects_staleness(
-    arith_store: ReplayStore, sft_model_dir: Path, tmp_path: Path
+    arith_store: ReplayStore, sft_model: Path, model_kind: str, tmp_path: Path
 ) -> None:
+    if model_kind == "bpe":  # the chat-SFT'd BPE model samples through its chat template
+        arith_store.write("problems", as_chat(generate(ArithConfig(n=400, max_digits=1, seed=3))[0], [])[0])
     out = tmp_path / "ckpt"
     root = str(arith_store.root)
     procs = []
     try:
-        procs.append(spawn("train", "--async", "--run-id", "a", "--model", str(sft_model_dir), "--output-dir",
+        procs.append(spawn("train", "--async", "--run-id", "a", "--model", str(sft_model), "--output-dir",
                            str(out), "--root", root, *options(CONFIG), log=tmp_path / "trainer.log"))  # fmt: skip
         procs += [spawn("rollout-worker", "--run-id", "a", "--worker-id", str(i), "--root", root,
                         log=tmp_path / f"worker{i}.log") for i in range(2)]  # fmt: skip

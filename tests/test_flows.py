@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 
-def test_demo_quick_runs_end_to_end_through_the_store(harness, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_demo_quick_runs_end_to_end_through_the_store(harness, tmp_path: Path, tokenizer: str) -> None:
     from reasonloop.flows.demo import demo
     from reasonloop.flows.prefect_env import no_heartbeat
     from reasonloop.storage import ReplayStore
 
     with no_heartbeat():
-        result = demo(str(tmp_path / "store"), quick=True)
+        result = demo(str(tmp_path / "store"), quick=True, tokenizer=tokenizer)
     report = Path(result["report"])
     assert report.exists() and (report.parent / "reward.png").exists() and (report.parent / "accuracy.png").exists()
     text = report.read_text()
@@ -26,6 +27,9 @@ def test_demo_quick_runs_end_to_end_through_the_store(harness, tmp_path: Path) -
     assert rollouts["v"] >= 2 and rollouts["n"] > 0
     assert set(result["evals"]) == {"base", "sft", "rl"}
     assert all(e["n"] == 32 for e in result["evals"].values())
+    if tokenizer == "bpe":  # the chat template is in what the model saw
+        prompts = store.query("SELECT prompt FROM rollouts LIMIT 5").column("prompt").to_pylist()
+        assert all(p.startswith("<|im_start|>user\n") for p in prompts)
 
 
 def test_synthesis_is_cached_while_the_store_holds_its_rows(harness, tmp_path: Path) -> None:

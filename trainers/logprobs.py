@@ -99,6 +99,8 @@ def selective_logprobs(
     """Logprobs (N,) and entropies (N,) of targets (N,) for hidden states (N, H), chunk by chunk."""
     vocab = head.weight.shape[0] if hasattr(head, "weight") else 0
     recompute = torch.is_grad_enabled() and hidden.requires_grad and hidden.shape[0] * vocab * 4 > RECOMPUTE_BYTES
+    if vocab:  # a chunk's fp32 logits stay near RECOMPUTE_BYTES whatever the vocabulary (152k: ~440 tokens)
+        chunk_tokens = min(chunk_tokens, max(64, RECOMPUTE_BYTES // (vocab * 4)))
     logps, ents = [], []
     for start in range(0, hidden.shape[0], chunk_tokens):
         h, t = hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens]

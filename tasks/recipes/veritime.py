@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from reasonloop.schemas.common import config_fingerprint
 from reasonloop.tasks.recipes.arith import is_heldout
+from reasonloop.tasks.recipes.chat import as_chat
 
 SOURCE = "veritime"
 TASKS = ("deductive", "causal", "quantitative", "inductive")
@@ -41,6 +42,7 @@ class VeriTimeConfig:
     tasks: tuple[str, ...] = TASKS
     heldout_percent: int = 10
     seed: int = 0
+    chat: bool = False  # also as conversations (`messages`), for instruct models and their chat templates
 
     def __post_init__(self) -> None:
         if not 6 <= self.min_length <= self.max_length:
@@ -170,4 +172,4 @@ def generate(config: VeriTimeConfig) -> tuple[list[dict], list[dict]]:
             "choices": list(CAUSES) if answer_type == "choice" else None,
         })  # fmt: skip
         samples.append({**common, "prompt": prompt, "target": cot_target(labels, answer)})
-    return problems, samples
+    return as_chat(problems, samples) if config.chat else (problems, samples)

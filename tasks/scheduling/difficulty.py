@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasonloop.tasks.engines.base import Engine, SamplingParams
+from reasonloop.tasks.prompts import render
 from reasonloop.tasks.recipes.veritime import LEVEL
 from reasonloop.tasks.rewards import get_reward
 
@@ -41,8 +42,10 @@ def annotate(
     engine: Engine, problems: Sequence[dict], *, k: int = 4, max_new_tokens: int = 48, seed: int = 0
 ) -> list[Annotated]:
     """Pass rate and mean process score of k samples per problem from `engine`'s model."""
+    tokenizer = getattr(engine, "tokenizer", None)  # chat problems go through its template (tasks/prompts.py)
+    rendered = [render(tokenizer, p["prompt"], p.get("messages")) if tokenizer else p["prompt"] for p in problems]
     prompts = [p["prompt"] for p in problems]
-    out = engine.generate(prompts, k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
+    out = engine.generate(rendered, k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
     rows = [problems[c.prompt_index] for c in out]
     answer = get_reward("vt_answer")(prompts, [c.text for c in out], answer=[r["answer"] for r in rows])
     process = get_reward("vt_process")(
