@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--model", choices=["char", "bpe"], default="char")
     parser.add_argument("--dtype", default="auto", help="compute dtype (the BPE checkpoint's own is bfloat16)")
     parser.add_argument("--sft-steps", type=int, default=100)
+    parser.add_argument("--algo", default="dapo", help="grpo trains on every group (dapo drops zero-variance ones)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp())
     store = ReplayStore(tmp / "store")
@@ -72,7 +73,7 @@ def main() -> int:
         sft_config = SFTConfig(steps=args.sft_steps, batch_size=64, lr=1e-3, device=device, dtype=args.dtype)
         sft = run_sft_to(store, sft_config, model=base, out=tmp / f"sft-{device}", run_id=f"sft-{device}")
         sft_s = time.perf_counter() - start
-        config = TrainConfig(algo="dapo", steps=args.steps, prompts_per_step=16, group_size=8,
+        config = TrainConfig(algo=args.algo, steps=args.steps, prompts_per_step=16, group_size=8,
                              max_completion_length=32, temperature=0.7, lr=2e-5, device=device, dtype=args.dtype)  # fmt: skip
         start = time.perf_counter()
         result = run_rl(store, config, run_id=f"rl-{device}", model=sft.checkpoint)

@@ -180,9 +180,10 @@ def dedup_snapshot_time(store: ReplayStore, batches: list[pl.DataFrame], *, with
     print(f"  snapshot time, {label}: {elapsed:7.2f} s per snapshot{done}")
 
 
-def commits_arm(n: int, scratch: Path, window: int = 2000) -> None:
+def commits_arm(n: int, scratch: Path, grace: float, window: int = 2000) -> None:
     rng = np.random.default_rng(1)
-    store = ReplayStore(scratch / "commits", StoreConfig(write=WriteOptions(sync=False)))
+    policy = CompactionPolicy(grace_seconds=grace)
+    store = ReplayStore(scratch / "commits", StoreConfig(write=WriteOptions(sync=False), compaction=policy))
     manifest = store.root / "rollouts" / "_manifest.json"
     files, times = 0, []
     print(f"\n{n} commits of 8 rows into one partition, compacted every 64 files (compaction time included; "
@@ -216,11 +217,12 @@ def main() -> None:
     parser.add_argument("--delta", action="store_true", help="also the delta-rs arm")
     parser.add_argument("--dedup", action="store_true", help="also write-time vs snapshot-time deduplication")
     parser.add_argument("--commits", type=int, default=0, help="also an N-commit run (manifest size, commit time)")
+    parser.add_argument("--grace", type=float, default=60.0, help="compaction grace period of the N-commit run (s)")
     parser.add_argument("--skip-ingest", action="store_true", help="only the extra arms (no ingest/sampling)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(dir=args.out))
     if args.commits:
-        commits_arm(args.commits, scratch)
+        commits_arm(args.commits, scratch, args.grace)
     if args.skip_ingest and not (args.delta or args.dedup):
         shutil.rmtree(scratch)
         return

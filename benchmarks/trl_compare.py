@@ -9,7 +9,13 @@ constant lr 5e-5, AdamW without weight decay, grad-norm clip 1.0, one update per
 1 thread, logging and checkpointing off, the same `exact` reward function on arith problems.
 With β = 0 and one update per generation neither side runs an extra old-logprob forward pass.
 reasonloop also commits every rollout to the Parquet store and reads the batch back from it.
-Reported: median step time over steps 5-44 and over the last 40 steps, and reasonloop's phases.
+
+The two sides are interleaved in blocks (`--block` steps of reasonloop, then as many of TRL, ...),
+so drift in this shared machine's speed hits both: reasonloop's trainer runs on across blocks (its
+store grows as in one long run), TRL's restarts each block (its first 3 steps of a block are left
+out as warm-up). Reported: the median step time of each side over all blocks, their ratio, the
+median ratio of the blocks, reasonloop's phases, and its first vs last 40 steps (the store's cost
+must not grow with the run).
 """
 
 from __future__ import annotations
@@ -80,7 +86,7 @@ def run_trl(model_dir: Path, problems: list[dict], steps: int, out: Path) -> lis
     return timer.times
 
 
-def run_reasonloop(model_dir: Path, root: Path, steps: int) -> tuple[list[float], list[dict]]:
+def reasonloop_trainer(model_dir: Path, root: Path, steps: int) -> RLTrainer:
     store = ReplayStore(root)
     config = TrainConfig(
         algo="grpo", loss="dapo", steps=steps, prompts_per_step=PROMPTS, group_size=GENERATIONS,
@@ -88,7 +94,10 @@ def run_reasonloop(model_dir: Path, root: Path, steps: int) -> tuple[list[float]
         rewards="exact", seed=0,
     )  # fmt: skip
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
-    trainer = RLTrainer(config, model=model, tokenizer=tokenizer, store=store, run_id="bench", output_dir=root / "ckpt")
+    return RLTrainer(config, model=model, tokenizer=tokenizer, store=store, run_id="bench", output_dir=root / "ckpt")
+
+
+def run_reasonloop(trainer: RLTrainer, steps: int) -> tuple[list[float], list[dict]]:
     times, phases = [], []
     for _ in range(steps):
         start = time.perf_counter()
@@ -108,6 +117,7 @@ def window(values: list, last: bool) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--block", type=int, default=50, help="steps per side before switching")
     args = parser.parse_args()
     torch.set_num_threads(1)
     hf_logging.disable_progress_bar()
@@ -117,17 +127,27 @@ def main() -> None:
     problems, _ = generate(ArithConfig(n=4000, max_digits=3, seed=0))
     store = ReplayStore(tmp / "store")
     store.write("problems", problems)
-    ours, phases = run_reasonloop(model_dir, tmp / "store", args.steps)
-    theirs = run_trl(model_dir, problems, args.steps, tmp / "trl")
+    trainer = reasonloop_trainer(model_dir, tmp / "store", args.steps)
+    ours, phases, theirs, block_ratios = [], [], [], []
+    for b in range(max(1, args.steps // args.block)):
+        times, parts = run_reasonloop(trainer, args.block)
+        trl_times = run_trl(model_dir, problems, args.block, tmp / f"trl{b}")[3:]
+        ours += times
+        phases += parts
+        theirs += trl_times
+        block_ratios.append(statistics.median(times) / statistics.median(trl_times))
     print(
-        f"{PROMPTS} prompts x {GENERATIONS} generations x {NEW_TOKENS} tokens, dapo, beta 0, 1 thread, {args.steps} "
-        f"steps; completion length (ours) {phases[-1]['len']:.0f}, TRL forced to {NEW_TOKENS}"
-    )
-    for label, last in ((f"steps 5-{4 + WINDOW}", False), (f"last {WINDOW} (to step {args.steps})", True)):
-        a, b = statistics.median(window(ours, last)), statistics.median(window(theirs, last))
-        print(f"{label:<26} reasonloop {a * 1000:7.1f} ms   TRL {b * 1000:7.1f} ms   ratio {a / b:5.2f}")
+        f"{PROMPTS} prompts x {GENERATIONS} generations x {NEW_TOKENS} tokens, dapo, beta 0, 1 thread, {len(ours)} "
+        f"steps each, interleaved in blocks of {args.block}; completion length (ours) {phases[-1]['len']:.0f}, "
+        f"TRL forced to {NEW_TOKENS}"
+    )  # fmt: skip
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"all blocks: reasonloop {a * 1000:7.1f} ms   TRL {b * 1000:7.1f} ms   ratio {a / b:5.2f}   "
+          f"block ratios {min(block_ratios):.2f}-{max(block_ratios):.2f} (median {statistics.median(block_ratios):.2f})")  # fmt: skip
+    for label, last in ((f"steps 5-{4 + WINDOW}", False), (f"last {WINDOW} (to step {len(ours)})", True)):
         parts = {p: statistics.median(x[p] for x in window(phases, last)) for p in PHASES}
-        print("   reasonloop phases (ms): " + ", ".join(f"{p} {v * 1000:.1f}" for p, v in parts.items()))
+        print(f"{label:<26} reasonloop {statistics.median(window(ours, last)) * 1000:7.1f} ms; phases (ms): "
+              + ", ".join(f"{p} {v * 1000:.1f}" for p, v in parts.items()))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -135,18 +135,9 @@ def register_loss(name: str) -> Callable[[LossFn], LossFn]:
 
 @register_loss("grpo")
 def grpo_loss(
-    logp,
-    old_logp,
-    adv,
-    mask,
-    *,
-    clip: ClipRange,
-    dual_clip=None,
-    max_len=None,
-    is_weights=None,
-    batch_tokens=None,
+    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None, batch_tokens=None,
     batch_seqs=None,
-) -> LossOutput:
+) -> LossOutput:  # fmt: skip
     """Sequence-mean of token-mean. logp, old_logp, mask: (B, T); adv: (B,)."""
     ratio = _token_ratio(logp, old_logp, mask)
     per_token, low, high = _surrogate(ratio, adv[:, None], mask, clip, dual_clip)
@@ -158,18 +149,9 @@ def grpo_loss(
 
 @register_loss("dr_grpo")
 def dr_grpo_loss(
-    logp,
-    old_logp,
-    adv,
-    mask,
-    *,
-    clip: ClipRange,
-    dual_clip=None,
-    max_len=None,
-    is_weights=None,
-    batch_tokens=None,
+    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None, batch_tokens=None,
     batch_seqs=None,
-) -> LossOutput:
+) -> LossOutput:  # fmt: skip
     """Sequence-mean of token-sum / L_max (a constant: no length bias). `max_len` is L_max."""
     if not max_len:
         raise ValueError("dr_grpo needs max_len (the max completion length)")
@@ -182,18 +164,9 @@ def dr_grpo_loss(
 
 @register_loss("dapo")
 def dapo_loss(
-    logp,
-    old_logp,
-    adv,
-    mask,
-    *,
-    clip: ClipRange,
-    dual_clip=None,
-    max_len=None,
-    is_weights=None,
-    batch_tokens=None,
+    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None, batch_tokens=None,
     batch_seqs=None,
-) -> LossOutput:
+) -> LossOutput:  # fmt: skip
     """Token-mean over the whole batch (every token weighs the same, long answers included)."""
     ratio = _token_ratio(logp, old_logp, mask)
     per_token, low, high = _surrogate(ratio, adv[:, None], mask, clip, dual_clip)
@@ -204,18 +177,9 @@ def dapo_loss(
 
 @register_loss("gspo")
 def gspo_loss(
-    logp,
-    old_logp,
-    adv,
-    mask,
-    *,
-    clip: ClipRange,
-    dual_clip=None,
-    max_len=None,
-    is_weights=None,
-    batch_tokens=None,
+    logp, old_logp, adv, mask, *, clip: ClipRange, dual_clip=None, max_len=None, is_weights=None, batch_tokens=None,
     batch_seqs=None,
-) -> LossOutput:
+) -> LossOutput:  # fmt: skip
     """GSPO-token: s_i = exp(mean_t log ρ_i,t) per sequence, used with a stop-gradient times the
     token ratio exp(logp - sg(logp)) so each token carries its gradient; clipped on s_i."""
     log_ratio = (logp - old_logp) * mask

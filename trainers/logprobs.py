@@ -89,7 +89,7 @@ def _chunk_logprobs(
     if out.get("want_entropy") and "entropy" not in out:
         with torch.no_grad():
             out["entropy"] = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-    return logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+    return logits.gather(-1, targets[..., None]).squeeze(-1) - lse
 
 
 def selective_logprobs(
@@ -137,10 +137,18 @@ def completion_logprobs(
     hidden = decoder(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False).last_hidden_state
     hidden = hidden[:, p_len - 1 : -1]  # position i predicts token i+1: (B, T, H)
     targets = ids[:, p_len:]
+    zeros = torch.zeros(mask.shape, dtype=torch.float32, device=device)
+    vocab = head.weight.shape[0] if hasattr(head, "weight") else 0
+    if vocab and mask.numel() * vocab * 4 <= RECOMPUTE_BYTES:
+        # Small logits (a small vocabulary or batch): one pass over the padded (B, T) layout costs
+        # less than gathering the real tokens out and scattering the results back.
+        out = {"want_entropy": entropy}
+        logp = _chunk_logprobs(hidden, targets, head, temperature, out)
+        entropies = torch.where(mask, out["entropy"], zeros) if entropy else zeros
+        return ScoredBatch(torch.where(mask, logp, zeros), entropies, mask)
     logp, ent = selective_logprobs(
         hidden[mask], targets[mask], head, temperature=temperature, chunk_tokens=chunk_tokens, entropy=entropy
     )
-    zeros = torch.zeros(mask.shape, dtype=torch.float32, device=device)
     entropies = zeros.masked_scatter(mask, ent) if ent is not None else zeros
     return ScoredBatch(zeros.masked_scatter(mask, logp), entropies, mask)
 

@@ -24,7 +24,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
-from reasonloop.tasks.models.tiny import SIZES
+from reasonloop.tasks.models.tiny import SIZES, seeded
 
 END_OF_TEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIALS = (END_OF_TEXT, IM_START, IM_END)
@@ -105,12 +105,7 @@ def init_bpe_model(out: str | Path, *, size: str = "tiny", seed: int = 0) -> Pat
         eos_token_id=end_of_text,
         pad_token_id=None,
     )
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = Qwen2ForCausalLM(config)
-    finally:
-        torch.random.set_rng_state(state)
+    model = seeded(Qwen2ForCausalLM, config, seed)
     model.generation_config = GenerationConfig(
         do_sample=True, temperature=1.0, top_p=1.0, top_k=0, bos_token_id=None,
         eos_token_id=[end_of_text, im_end], pad_token_id=None,

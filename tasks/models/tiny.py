@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -28,6 +29,16 @@ SIZES = {
     "tiny": TinySize(hidden=128, layers=2, heads=4, intermediate=384, max_positions=512),  # ~0.45M params
     "small": TinySize(hidden=256, layers=4, heads=8, intermediate=768, max_positions=1024),  # ~3.2M params
 }
+
+
+def seeded(model_cls: type, config: Any, seed: int) -> Any:
+    """A randomly initialized model, the same for a seed, leaving the global RNG as it was."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return model_cls(config)
+    finally:
+        torch.random.set_rng_state(state)
 
 
 def init_tiny_model(out: str | Path, *, size: str = "tiny", seed: int = 0) -> Path:
@@ -51,12 +62,7 @@ def init_tiny_model(out: str | Path, *, size: str = "tiny", seed: int = 0) -> Pa
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = LlamaForCausalLM(config)
-    finally:
-        torch.random.set_rng_state(generator_state)
+    model = seeded(LlamaForCausalLM, config, seed)
     # transformers defaults top_k=50, which silently truncates a ~100-symbol vocabulary: write the
     # sampling defaults explicitly so `generate` samples from the model's own distribution.
     # A chat turn ends with <|end|>, plain text with <eos>: both stop generation, as a chat model's
