@@ -255,7 +255,11 @@ def test_lora_trains_the_adapter_and_engines_get_merged_weights(
     assert all(torch.equal(base_before[k], after[k]) for k in base_before), "only the adapter trains"
     assert is_adapter(path), "a LoRA checkpoint stores the adapter"
     merged = tmp_path / "merged"
+    untouched = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     save_weights(trainer.model, merged, merged=True)
+    assert all(torch.equal(untouched[k], v) for k, v in trainer.model.state_dict().items()), (
+        "publishing changes nothing"
+    )
     plain = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
     ids = torch.tensor([trainer.encode([trainer.render(trainer.problems[0])])[0][0]])
     with torch.no_grad():

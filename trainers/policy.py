@@ -75,18 +75,23 @@ def reference_of(model: Any) -> Iterator[Any]:
 
 
 def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The weights a plain model of the base architecture loads: LoRA merged in (in place, then
-    undone: no copy of the model), adapter tensors dropped, peft's prefixes removed."""
-    model.merge_adapter()
-    try:
+    """The weights a plain model of the base architecture loads: each LoRA layer's base weight plus
+    its adapter's delta, computed into a new tensor — the model itself is never modified (an
+    in-place merge and unmerge would leave rounding error in the frozen base weights at every
+    publish) — adapter tensors dropped, peft's prefixes removed."""
+    deltas = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight") and hasattr(module, "lora_A"):
+                active = [a for a in module.active_adapters if a in module.lora_A]
+                if active:
+                    deltas[f"{name}.base_layer.weight"] = sum(module.get_delta_weight(a) for a in active)
         state = {}
         for key, value in model.state_dict().items():
             if "lora_" in key:
                 continue
-            key = key.removeprefix("base_model.model.").replace(".base_layer.", ".")
-            state[key] = value.detach().clone()
-    finally:
-        model.unmerge_adapter()
+            merged = value + deltas[key].to(value.dtype) if key in deltas else value.clone()
+            state[key.removeprefix("base_model.model.").replace(".base_layer.", ".")] = merged.detach()
     return state
 
 
