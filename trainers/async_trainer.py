@@ -121,7 +121,10 @@ class AsyncRLTrainer(RLTrainer):
             with self.timed("store_read"):
                 groups = self.buffer_groups()
             # Complete groups sampled by an ancestor of these weights: not from a version ahead of
-            # them, nor from weights a killed predecessor published after the resume point.
+            # them, nor from weights a killed predecessor published after the resume point. (Left
+            # open: a worker that still holds withdrawn weights may commit one more round after
+            # this process started, tagged with a version it has not reached; telling those apart
+            # would need the weights' identity on every row, not only their version.)
             done = [g for g in groups if g["n"] >= c.group_size]
             withdrawn = [g for g in done if g["before_start"] and g["version"] > self.resumed_from]
             complete = [
