@@ -3,6 +3,7 @@ option has the field's help text. Neither starts Prefect."""
 
 # No `from __future__ import annotations` here: typer reads these annotations at run time.
 import inspect
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,10 +78,11 @@ def train(
         except (FileNotFoundError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-    typer.echo(
-        f"trained {run_id} to step {result.steps} ({result.generation_calls} generation calls); "
-        f"checkpoint {result.checkpoint}"
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
+        typer.echo(
+            f"trained {run_id} to step {result.steps} ({result.generation_calls} generation calls); "
+            f"checkpoint {result.checkpoint}"
+        )
 
 
 @with_config_options(SFTConfig)

@@ -14,14 +14,16 @@ from typing import Any
 
 
 def spawn_cli(
-    args: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.Popen:
+    args: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None,
+    launcher: tuple[str, ...] = (),
+) -> subprocess.Popen:  # fmt: skip
     """`python -m reasonloop.flows.cli ARGS` (the `reasonloop` command) in a new process group, output
-    appended to `log`."""
+    appended to `log`. `launcher`: python options before it, e.g. `-m torch.distributed.run
+    --nproc_per_node 2` (torchrun's workers are in the group too, so stop_process stops them all)."""
     with open(log, "ab") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", "reasonloop.flows.cli", *args], env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            [sys.executable, *launcher, "-m", "reasonloop.flows.cli", *args], env=env, cwd=cwd, stdout=fh,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
 

@@ -34,14 +34,17 @@ def rollout_rows(
     salt: str = "",
     parent_ids: Sequence[str | None] | None = None,
     advantages: Sequence[float | None] | None = None,
+    draws: Sequence[int] | None = None,
 ) -> list[dict]:
     """One row per completion. `rewards` is a RewardResult (totals + components) or None for
-    unscored rollouts; `parent_ids` and `advantages` are per prompt and per completion."""
+    unscored rollouts; `parent_ids` and `advantages` are per prompt and per completion; `draws`
+    (per prompt, default its index) key the groups, so data-parallel ranks' groups never collide."""
     rows, sample_idx = [], {}
     for k, c in enumerate(completions):
         text = prompt_text(prompts[c.prompt_index]) if not _is_ids(prompts[c.prompt_index]) else ""
         problem_id = problem_ids[c.prompt_index] if problem_ids else row_id("problems", (text, "", "exact", source))
-        group_id = group_key(run_id, policy_version, problem_id, stage, salt, c.prompt_index)
+        draw = draws[c.prompt_index] if draws is not None else c.prompt_index
+        group_id = group_key(run_id, policy_version, problem_id, stage, salt, draw)
         idx = sample_idx[group_id] = sample_idx.get(group_id, -1) + 1
         row = {
             "id": row_id("rollouts", (run_id, policy_version, problem_id, stage, group_id, idx)),

@@ -87,8 +87,10 @@ def assert_accounting(store: ReplayStore, run_id: str, out: Path) -> dict[str, i
 def test_async_training_with_two_workers_respects_staleness(
     arith_store: ReplayStore, sft_model: Path, model_kind: str, tmp_path: Path
 ) -> None:
-    if model_kind == "bpe":  # the chat-SFT'd BPE model samples through its chat template
-        arith_store.write("problems", as_chat(generate(ArithConfig(n=400, max_digits=1, seed=3))[0], [])[0])
+    if model_kind == "bpe":  # the chat-SFT'd BPE model samples through its chat template: chat problems only
+        # (a second copy of the same problems with `messages` would be a duplicate id; readers keep the first)
+        arith_store = ReplayStore(tmp_path / "chat-store")
+        arith_store.write("problems", as_chat(generate(ArithConfig(n=400, max_digits=1, seed=2))[0], [])[0])
     out = tmp_path / "ckpt"
     root = str(arith_store.root)
     procs = []

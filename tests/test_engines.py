@@ -12,7 +12,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reasonloop.tasks.engines import SamplingParams, make_engine
-from reasonloop.tasks.engines.transformers_engine import TransformersEngine, truncate_logprobs
+from reasonloop.tasks.engines.transformers_engine import (
+    TransformersEngine,
+    counter_uniform,
+    sample_inverse_cdf,
+    signed64,
+    splitmix64,
+    truncate_logprobs,
+)
 from reasonloop.tasks.engines.vllm_engine import (
     VLLM_MISSING,
     completions_from_vllm,
@@ -76,6 +83,38 @@ def test_seeded_sampling_is_reproducible(engine: TransformersEngine) -> None:
     b = [c.token_ids for c in engine.generate(PROMPTS, 2, sampling)]
     c = [c.token_ids for c in engine.generate(PROMPTS, 2, SamplingParams(max_new_tokens=16, seed=6))]
     assert a == b != c
+
+
+def test_per_prompt_seeds_make_samples_independent_of_the_batch(engine: TransformersEngine) -> None:
+    """With one seed per prompt (as vLLM's per-request seed), a prompt's samples are the same
+    alone, in any batch, at any position and batch size: what data-parallel ranks rely on."""
+    seeds = tuple(range(100, 100 + len(PROMPTS)))
+    sampling = SamplingParams(max_new_tokens=16, seeds=seeds)
+    together = [c.token_ids for c in engine.generate(PROMPTS, 3, sampling)]
+    alone = [c.token_ids for i, p in enumerate(PROMPTS)
+             for c in engine.generate([p], 3, SamplingParams(max_new_tokens=16, seeds=(seeds[i],)))]  # fmt: skip
+    reversed_ = engine.generate(PROMPTS[::-1], 3, SamplingParams(max_new_tokens=16, seeds=seeds[::-1]))
+    small_batches = TransformersEngine(engine.model, engine.tokenizer, batch_size=2).generate(PROMPTS, 3, sampling)
+    assert together == alone == [c.token_ids for c in small_batches]
+    assert sorted(together) == sorted(c.token_ids for c in reversed_)
+    assert len({tuple(t) for t in together[:3]}) > 1, "a prompt's samples differ from each other"
+    other = engine.generate(PROMPTS, 3, SamplingParams(max_new_tokens=16, seeds=tuple(s + 1 for s in seeds)))
+    assert [c.token_ids for c in other] != together
+    with pytest.raises(ValueError, match="seeds for"):
+        engine.generate(PROMPTS, 1, SamplingParams(seeds=(1,)))
+
+
+def test_inverse_cdf_sampling_follows_the_distribution() -> None:
+    """The per-row sampler draws each token with its probability (and never a truncated one)."""
+    keys = torch.tensor([signed64(splitmix64(i)) for i in range(40_000)])
+    logp = torch.tensor([0.5, 0.2, 0.2, 0.1, 0.0]).log().expand(len(keys), 5)
+    freq = torch.bincount(sample_inverse_cdf(logp, counter_uniform(keys, 0)), minlength=5) / len(keys)
+    assert torch.allclose(freq, torch.tensor([0.5, 0.2, 0.2, 0.1, 0.0]), atol=0.01)
+    assert freq[4] == 0
+    u0, u1 = counter_uniform(keys, 0), counter_uniform(keys, 1)
+    assert (
+        0 < float(u0.min()) and float(u0.max()) < 1 and abs(float(torch.corrcoef(torch.stack([u0, u1]))[0, 1])) < 0.02
+    )
 
 
 def test_left_padding_does_not_change_greedy_output(engine: TransformersEngine) -> None:

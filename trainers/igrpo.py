@@ -45,15 +45,16 @@ def refinement_prompt(rendered: Any, question: str, draft: str, config: Any) -> 
 def igrpo_round(trainer: RLTrainer, step: int, round_index: int, metrics: dict[str, float]) -> list[Path]:
     c = trainer.config
     n_drafts, n_refine = c.drafts, c.group_size - c.drafts
-    problems = trainer.pick_problems(step, f"pick/{round_index}", c.prompts_per_step)
+    problems, first = trainer.my_share(trainer.pick_problems(step, f"pick/{round_index}", c.prompts_per_step))
     salt = str(round_index)
-    drafts, completions, rewards, rows, problems = trainer.commit_groups(
-        problems, n_drafts, step, "draft", salt=salt, train=c.igrpo_train_drafts, metrics=metrics
-    )
+    drafts, completions, rewards, rows, problems, draws = trainer.commit_groups(
+        problems, n_drafts, step, "draft", salt=salt, train=c.igrpo_train_drafts, metrics=metrics,
+        draws=range(first, first + len(problems)),
+    )  # fmt: skip
     draft_ids = [row["id"] for row in rows]
-    rng = random.Random(derive_seed(c.seed, step, f"select/{round_index}"))
     chosen_text, chosen_ids, chosen_rewards = [], [], []
     for p in range(len(problems)):
+        rng = random.Random(derive_seed(c.seed, step, f"select/{round_index}/{draws[p]}"))  # a draw's own ties
         indices = [k for k, comp in enumerate(completions) if comp.prompt_index == p]
         unscored = float("-inf") if c.igrpo_select == "best" else float("inf")  # never preferred
         scores = [rewards.totals[k] if rewards.totals[k] is not None else unscored for k in indices]
@@ -66,8 +67,9 @@ def igrpo_round(trainer: RLTrainer, step: int, round_index: int, metrics: dict[s
         refinement_prompt(trainer.render(p), p["prompt"], d, c) for p, d in zip(problems, chosen_text, strict=True)
     ]
     refine, _, refine_rewards, *_ = trainer.commit_groups(
-        problems, n_refine, step, "refine", salt=salt, prompts=prompts, parent_ids=chosen_ids, metrics=metrics
-    )
+        problems, n_refine, step, "refine", salt=salt, prompts=prompts, parent_ids=chosen_ids, metrics=metrics,
+        draws=draws,
+    )  # fmt: skip
     draft_scores = [t for t in rewards.totals if t is not None] or [0.0]
     refine_scores = [t for t in refine_rewards.totals if t is not None] or [0.0]
     metrics["igrpo/draft_reward_mean"] = sum(draft_scores) / len(draft_scores)

@@ -37,6 +37,7 @@ from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.trainers.algos import CLIP_DEFAULTS, POLICY_LOSSES, ClipRange
 from reasonloop.trainers.checkpoint import FULL_PREFIX, CheckpointMeta, load_meta, load_states, prune, save_checkpoint
 from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.distributed import Dist, merge_metrics
 from reasonloop.trainers.policy import is_peft, reference_of
 from reasonloop.trainers.sampler import GroupSampler
 from reasonloop.trainers.step_utils import (
@@ -66,12 +67,18 @@ class RLTrainer(GroupSampler):
         reward: CompositeReward | None = None,
         data_watermark: dict[str, int] | None = None,
         compute_dtype: torch.dtype | None = None,
+        dist: Dist | None = None,
     ) -> None:
         """`data_watermark`: commit positions of the source tables this run trains on (see
         storage.commit_log), recorded on every checkpoint so a data-triggered retrain knows which
-        rows a checkpoint has seen. `compute_dtype`: see GroupSampler (trainers/policy.py)."""
+        rows a checkpoint has seen. `compute_dtype`: see GroupSampler (trainers/policy.py).
+        `dist`: data parallelism under torchrun (trainers/distributed.py): rank 0 writes metrics
+        and checkpoints, every rank commits its own rollouts and lineage."""
+        if dist is not None and dist.active and (config.replay_groups or config.async_rollouts):
+            raise ValueError("data-parallel training (torchrun) does not support replay_groups or async rollouts yet")
         super().__init__(config, model=model, tokenizer=tokenizer, store=store, run_id=run_id, engine=engine,
-                         reward=reward, compute_dtype=compute_dtype)  # fmt: skip
+                         reward=reward, compute_dtype=compute_dtype, dist=dist)  # fmt: skip
+        self.dist.same_weights(model)
         self.output_dir = Path(output_dir)
         self.data_watermark = dict(data_watermark or {})
         loss_fn = POLICY_LOSSES.get(config.loss_name)
@@ -87,6 +94,7 @@ class RLTrainer(GroupSampler):
         self.updater = PolicyUpdate(
             config, model=model, optimizer=self.optimizer, scheduler=self.scheduler, loss_fn=loss_fn, clip=clip,
             pad_id=self.pad_id, compute_dtype=compute_dtype, reference=self._reference(model) if config.beta > 0 else None,
+            dist=self.dist,
         )  # fmt: skip
         self.step = 0  # optimizer steps completed (= policy_version of the current weights)
         self.parent_checkpoint: str | None = None
@@ -121,8 +129,16 @@ class RLTrainer(GroupSampler):
         else:
 
             def one_round(r: int) -> list:
-                problems = self.pick_problems(step, f"pick/{r}", c.prompts_per_step)
-                result, *_ = self.commit_groups(problems, c.group_size, step, "single", salt=str(r), metrics=metrics)
+                problems, first = self.my_share(self.pick_problems(step, f"pick/{r}", c.prompts_per_step))
+                result, *_ = self.commit_groups(
+                    problems,
+                    c.group_size,
+                    step,
+                    "single",
+                    salt=str(r),
+                    metrics=metrics,
+                    draws=range(first, first + len(problems)),
+                )
                 metrics["sequences_generated"] = metrics.get("sequences_generated", 0) + len(problems) * c.group_size
                 return result.batch_files
 
@@ -137,14 +153,16 @@ class RLTrainer(GroupSampler):
             return self._with_replay(everything, step, metrics)
         useful = read(files, nonzero_std=True)
         rounds = 0
-        while group_count(useful) < c.prompts_per_step and rounds < c.max_refill_rounds:
+        total = self.dist.total  # counts over every rank's groups (one process: the identity)
+        while total(group_count(useful)) < c.prompts_per_step and rounds < c.max_refill_rounds:
             rounds += 1
             files += one_round(rounds)
             useful = read(files, nonzero_std=True)
         everything = read(files)
-        metrics["frac_zero_std_groups"] = 1 - group_count(useful) / max(1, group_count(everything))
-        keep = list(dict.fromkeys(useful.column("group_id").to_pylist()))[: c.prompts_per_step]
-        metrics["dynamic_sampling/groups_dropped"] = group_count(everything) - len(keep)
+        n_useful, n_all = total(group_count(useful)), total(group_count(everything))
+        metrics["frac_zero_std_groups"] = 1 - n_useful / max(1, n_all)
+        keep = self._first_groups(useful, c.prompts_per_step)
+        metrics["dynamic_sampling/groups_dropped"] = n_all - total(len(keep))
         metrics["dynamic_sampling/refill_rounds"] = rounds
         kept = pc.is_in(useful.column("group_id"), value_set=pa.array(keep, pa.string()))
         fresh = useful.filter(kept)
@@ -154,6 +172,15 @@ class RLTrainer(GroupSampler):
              "zero_variance"),
         ]  # fmt: skip
         return self._with_replay(fresh, step, metrics)
+
+    def _first_groups(self, useful: pa.Table, count: int) -> list[str]:
+        """This rank's groups among the first `count` of all ranks' groups in the batch order
+        (problem_id, stage, group_id): the groups one process would keep."""
+        columns = [useful.column(k).to_pylist() for k in ("problem_id", "stage", "group_id")]
+        keys = list(dict.fromkeys(zip(*columns, strict=True)))
+        first = sorted(k for rank_keys in self.dist.gather(keys) for k in rank_keys)[:count]
+        mine = {k[2] for k in keys}
+        return [k[2] for k in first if k[2] in mine]
 
     def _with_replay(self, fresh: pa.Table, step: int, metrics: dict[str, float]) -> pa.Table:
         """Add `replay_groups` earlier groups within the staleness bound; their stored sampling
@@ -221,10 +248,13 @@ class RLTrainer(GroupSampler):
         self.step = step
         with self.timed("store_write"):
             self._write_consumed(batch)
-            self._maybe_compact()
+            if self.dist.main:  # one compactor of the run's partition
+                self._maybe_compact()
             metrics.update({f"time/{k}": v for k, v in self.timings.items()})
-            row = {"step": step, "loss": loss, "metrics": metrics}
-            self.store.write("train_metrics", [row], run_id=self.run_id, producer=self.producer, sync=False)
+            metrics = merge_metrics(self.dist.gather(metrics))
+            if self.dist.main:
+                row = {"step": step, "loss": loss, "metrics": metrics}
+                self.store.write("train_metrics", [row], run_id=self.run_id, producer=self.producer, sync=False)
         if self.tb is not None:
             for key, value in metrics.items():
                 self.tb.add_scalar(key, value, step)
@@ -265,7 +295,7 @@ class RLTrainer(GroupSampler):
         from reasonloop.trainers.lineage import next_attempt
 
         metrics: dict[str, float] = {}
-        self.attempt = next_attempt(self.store, self.run_id)
+        self.attempt = self.dist.from_main(next_attempt(self.store, self.run_id) if self.dist.main else None)
         self.before_training()
         while self.step < until_step:
             metrics = self.train_step()
@@ -297,13 +327,16 @@ class RLTrainer(GroupSampler):
             self.run_id, self.step, asdict(self.config), watermark, self.parent_checkpoint, self.checkpoint_state()
         )
         optimizer = None if weights_only else self.optimizer
-        path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, optimizer, self.scheduler)
-        self.register(self.step, path, "weights" if weights_only else "full", watermark)
-        if not weights_only:
-            self.parent_checkpoint = path.name
-            if self.config.save_total_limit:
+        path = None
+        if self.dist.main:  # every rank holds the same weights and optimizer state
+            path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, optimizer, self.scheduler)
+            self.register(self.step, path, "weights" if weights_only else "full", watermark)
+            if not weights_only and self.config.save_total_limit:
                 for old in prune(self.output_dir, FULL_PREFIX, self.config.save_total_limit):
                     self.register(int(old.name.rsplit("-", 1)[1]), old, "deleted", None)
+        path = Path(self.dist.from_main(str(path) if path else None))  # also: no rank runs ahead of the save
+        if not weights_only:
+            self.parent_checkpoint = path.name
         return path
 
     def register(self, step: int, path: Path, kind: str, watermark: dict[str, Any] | None) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
 from reasonloop.trainers.config import SFTConfig, TrainConfig
+from reasonloop.trainers.distributed import Dist
 
 if TYPE_CHECKING:
     from reasonloop.storage import ReplayStore
@@ -50,17 +51,21 @@ def run_rl(
         model = checkpoint
     if not model:
         raise ValueError("a model is required (or resume)")
-    policy = load_policy(model, config)
-    if config.async_rollouts:
-        from reasonloop.trainers.async_trainer import AsyncRLTrainer as RLTrainer  # rollouts from worker processes
-    trainer = RLTrainer(
-        config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id, output_dir=out,
-        data_watermark=data_watermark, compute_dtype=policy.compute_dtype,
-    )  # fmt: skip
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
-    path, metrics = trainer.train(config.steps, on_step)
-    return RunResult(path, trainer.step, trainer.generation_calls, metrics)
+    dist = Dist.from_env(config.device)  # under torchrun: this rank (before loading: it picks the GPU)
+    try:
+        policy = load_policy(model, config)
+        if config.async_rollouts:
+            from reasonloop.trainers.async_trainer import AsyncRLTrainer as RLTrainer  # rollouts from worker processes
+        trainer = RLTrainer(
+            config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id, output_dir=out,
+            data_watermark=data_watermark, compute_dtype=policy.compute_dtype, dist=dist,
+        )  # fmt: skip
+        if checkpoint is not None:
+            trainer.restore(checkpoint)
+        path, metrics = trainer.train(config.steps, on_step if dist.main else None)
+        return RunResult(path, trainer.step, trainer.generation_calls, metrics)
+    finally:
+        dist.close()
 
 
 def run_sft_to(

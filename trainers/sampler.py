@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -29,6 +29,7 @@ from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.tasks.rollout_rows import rollout_rows
 from reasonloop.trainers.algos import ADVANTAGES
 from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.distributed import Dist
 from reasonloop.trainers.step_utils import derive_seed, typed_rollouts
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Groups(NamedTuple):
     rewards: Any  # RewardResult, aligned with completions
     rows: list[dict]  # rollouts rows, aligned with completions
     problems: list[dict]  # the problems sampled (prompts over the length limit skipped)
+    draws: list[int]  # their global draw indices (what keys their groups and seeds)
 
 
 class GroupSampler:
@@ -56,12 +58,15 @@ class GroupSampler:
         reward: CompositeReward | None = None,
         producer: str = "",
         compute_dtype: torch.dtype | None = None,
+        dist: Dist | None = None,
     ) -> None:
         """`compute_dtype`: what the model's forward passes run in (None: its parameters' dtype;
-        fp32 masters with bf16 compute run under autocast, trainers/policy.py)."""
+        fp32 masters with bf16 compute run under autocast, trainers/policy.py). `dist`: this
+        process's rank under torchrun (trainers/distributed.py); each rank samples a share."""
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.config, self.model, self.tokenizer, self.store, self.run_id = config, model, tokenizer, store, run_id
+        self.dist = dist or Dist()
         self.compute_dtype = compute_dtype
         self.engine = engine or TransformersEngine(model, tokenizer, batch_size=256, dtype=compute_dtype)
         self.reward = reward or CompositeReward(config.reward_weights())
@@ -73,7 +78,7 @@ class GroupSampler:
         self.files_since_compaction = 0
         # Commits skip fsync: they stay atomic, and a trainer's resume regenerates everything after
         # its last checkpoint anyway, so the checkpoint (and its registry row) is the durable point.
-        self.producer = producer or f"trainer:{config.algo}"
+        self.producer = producer or f"trainer:{config.algo}" + (f":rank{self.dist.rank}" if self.dist.active else "")
 
     # ------------------------------------------------------------------ data
     def _load_problems(self) -> list[dict]:
@@ -106,11 +111,19 @@ class GroupSampler:
             return rng.sample(self.problems, count)
         return [rng.choice(self.problems) for _ in range(count)]
 
-    def sampling(self, step: int, stage: str) -> SamplingParams:
+    def my_share(self, problems: list[dict]) -> tuple[list[dict], int]:
+        """This rank's contiguous share of a step's problems, and the global index of its first."""
+        lo, hi = self.dist.share(len(problems))
+        return problems[lo:hi], lo
+
+    def sampling(self, step: int, stage: str, draws: Sequence[int] | None = None) -> SamplingParams:
+        """`draws`: the global indices of the call's prompts; each gets its own seed (a draw samples
+        the same tokens whichever rank, batch or call generates it)."""
         c = self.config
+        seeds = tuple(derive_seed(c.seed, step, f"{stage}/{d}") for d in draws) if draws is not None else ()
         return SamplingParams(
             temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_new_tokens=c.max_completion_length,
-            seed=derive_seed(c.seed, step, stage), ignore_eos=c.ignore_eos, stop=c.stop_strings,
+            seed=derive_seed(c.seed, step, stage), seeds=seeds, ignore_eos=c.ignore_eos, stop=c.stop_strings,
         )  # fmt: skip
 
     def render(self, problem: dict) -> Prompt:
@@ -148,9 +161,12 @@ class GroupSampler:
             kept,
         )
 
-    def generate(self, prompts: list, n: int, step: int, stage: str) -> list[Completion]:
+    def generate(
+        self, prompts: list, n: int, step: int, stage: str, draws: Sequence[int] | None = None
+    ) -> list[Completion]:
+        """n samples per prompt; `draws` (default 0..len-1) are the prompts' global draw indices."""
         self.generation_calls += 1
-        return self.engine.generate(prompts, n, self.sampling(step, stage))
+        return self.engine.generate(prompts, n, self.sampling(step, stage, draws or range(len(prompts))))
 
     def score(self, completions: list[Completion], prompts: list[str], problems: list[dict]) -> Any:
         """Rewards with the problem's columns (answer, process labels) aligned to each completion."""
@@ -181,10 +197,15 @@ class GroupSampler:
         Returns Groups(commit result, completions, reward result, rows in completion order, the
         problems kept — completions' `prompt_index` indexes these). `prompts`
         (rendered prompts, e.g. iGRPO refinements) replace the problems' own; `metrics` counts
-        truncated or skipped prompts; skipped problems are left out of everything returned."""
+        truncated or skipped prompts; skipped problems are left out of everything returned.
+        `draws`: the problems' global draw indices (default 0..n-1; a data-parallel rank's share
+        starts further on), which key their groups and seeds."""
         metrics = extra.pop("metrics", None)
+        given = extra.pop("draws", None)
+        all_draws = list(given) if given is not None else list(range(len(problems)))
         prompts = extra.pop("prompts", None) or [self.render(p) for p in problems]
         inputs, texts, kept = self.encode(prompts, metrics)
+        draws = [d for d, k in zip(all_draws, kept, strict=True) if k]
         if not all(kept):
             problems = [p for p, k in zip(problems, kept, strict=True) if k]
             inputs, texts = (
@@ -195,7 +216,7 @@ class GroupSampler:
                 extra["parent_ids"] = [x for x, k in zip(extra["parent_ids"], kept, strict=True) if k]
         prompts = texts
         with self.timed("generate"):
-            completions = self.generate(inputs, n, step, f"{stage}/{salt}") if inputs else []
+            completions = self.generate(inputs, n, step, f"{stage}/{salt}", draws) if inputs else []
         with self.timed("reward"):
             rewards = self.score(completions, prompts, problems)
             advantages = self.group_advantages(completions, rewards.totals) if extra.pop("train", True) else None
@@ -204,7 +225,8 @@ class GroupSampler:
         with self.timed("store_write"):
             rows = rollout_rows(
                 completions, prompts, run_id=self.run_id, policy_version=step, rewards=rewards, source="train",
-                problem_ids=[p["id"] for p in problems], stage=stage, salt=salt, advantages=advantages, **extra,
+                problem_ids=[p["id"] for p in problems], stage=stage, salt=salt, advantages=advantages, draws=draws,
+                **extra,
             )  # fmt: skip
             result = self.store.write(
                 "rollouts", typed_rollouts(rows), run_id=self.run_id, producer=self.producer, sync=False
@@ -212,7 +234,7 @@ class GroupSampler:
             self.files_since_compaction += len(result.files)
         if result.rejected:
             raise RuntimeError(f"the trainer's own rollouts were rejected: {result.rejections[0].reason}")
-        return Groups(result, completions, rewards, rows, problems)
+        return Groups(result, completions, rewards, rows, problems, draws)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

@@ -94,6 +94,9 @@ def zero_std_share(table: pa.Table) -> float:
 
 
 def split_indices(items: list[int], parts: int) -> list[list[int]]:
+    """At most `parts` contiguous chunks of near-equal size; none for no items."""
+    if not items:
+        return []
     parts = max(1, min(parts, len(items)))
     size = math.ceil(len(items) / parts)
     return [items[i : i + size] for i in range(0, len(items), size)]

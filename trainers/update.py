@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import torch
@@ -28,6 +28,7 @@ import torch
 from reasonloop.tasks.models.precision import compute_in
 from reasonloop.trainers.algos import ClipRange, LossFn, kl_k3
 from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.distributed import Dist
 from reasonloop.trainers.logprobs import batched_logprobs, completion_logprobs
 from reasonloop.trainers.step_utils import derive_seed, pad, split_indices
 
@@ -50,13 +51,25 @@ def train_mode_matters(model: Any) -> bool:
     return bool(getattr(model, name, False))
 
 
+class MiniBatch(NamedTuple):
+    rows: list[int]  # this rank's rows of the mini-batch (indices into its batch)
+    tokens: float  # completion tokens of the whole mini-batch, every rank's rows
+    seqs: float  # sequences of the whole mini-batch
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0  # a rank with no rows reports 0 (weight 0 when merged)
+
+
 class PolicyUpdate:
     def __init__(
         self, config: TrainConfig, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn,
         clip: ClipRange, pad_id: int, compute_dtype: torch.dtype | None,
-        reference: Callable[[], contextlib.AbstractContextManager[Any]] | None,
+        reference: Callable[[], contextlib.AbstractContextManager[Any]] | None, dist: Dist | None = None,
     ) -> None:  # fmt: skip
-        """`reference`: a context manager factory yielding the reference model (β > 0), or None."""
+        """`reference`: a context manager factory yielding the reference model (β > 0), or None.
+        `dist`: data parallelism (trainers/distributed.py); gradients are summed over ranks."""
+        self.dist = dist or Dist()
         self.c, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
         self.loss_fn, self.clip, self.pad_id = loss_fn, clip, pad_id
         self.dtype, self.reference = compute_dtype, reference
@@ -65,6 +78,34 @@ class PolicyUpdate:
         # them (the usual RL setting: TRL disables dropout) the model is left in the mode it is in,
         # which saves two switches a step (~3 ms each on a small model: transformers walks every module).
         self.switch_modes = train_mode_matters(model)
+
+    def plan(self, batch: pa.Table, step: int) -> list[list[MiniBatch]] | None:
+        """Per iteration, its mini-batches: a seeded shuffle of the global batch (every rank's rows, in
+        the store's batch order, which depends neither on who sampled what nor on the run id), split into `mini_batches`;
+        each with this rank's rows in it and the global token and sequence counts its loss is
+        normalized by. None when no rank has a row."""
+        c = self.c
+        keys = zip(
+            *(batch.column(k).to_pylist() for k in ("problem_id", "stage", "group_id", "sample_idx")), strict=True
+        )
+        lengths = [len(x) for x in batch.column("completion_ids").to_pylist()]
+        mine = [(key, k, length) for k, (key, length) in enumerate(zip(keys, lengths, strict=True))]
+        rows = sorted((*row, rank) for rank, part in enumerate(self.dist.gather(mine)) for row in part)
+        if not rows:
+            return None
+        rng = random.Random(derive_seed(c.seed, step, "shuffle"))
+        plan = []
+        for _ in range(c.num_iterations):
+            order = list(range(len(rows)))
+            rng.shuffle(order)
+            plan.append([
+                MiniBatch(
+                    rows=[rows[g][1] for g in mb if rows[g][3] == self.dist.rank],
+                    tokens=float(max(1, sum(rows[g][2] for g in mb))), seqs=float(len(mb)),
+                )
+                for mb in split_indices(order, c.mini_batches)
+            ])  # fmt: skip
+        return plan
 
     def forward(self, model: Any, prompts: list, completions: list, *, grad: bool) -> Any:
         with compute_in(model, self.dtype), contextlib.nullcontext() if grad else torch.no_grad():
@@ -77,11 +118,13 @@ class PolicyUpdate:
             ).logprobs
 
     def __call__(self, batch: pa.Table, step: int, metrics: dict[str, float]) -> float:
-        """Update on `batch` (rows of `rollouts` with advantages); returns the mean mini-batch loss."""
+        """Update on `batch` (rows of `rollouts` with advantages; under torchrun this rank's share of
+        the step's batch); returns the mean mini-batch loss."""
         c = self.c
         n = batch.num_rows
         self.row_weights = []
-        if n == 0:
+        plan = self.plan(batch, step)
+        if plan is None:
             metrics.update(grad_norm=0.0, clip_ratio_low=0.0, clip_ratio_high=0.0)
             return 0.0
         prompts = batch.column("prompt_ids").to_pylist()
@@ -89,15 +132,9 @@ class PolicyUpdate:
         lengths = [len(x) for x in completions]
         device = next(self.model.parameters()).device
         advantages = torch.tensor(batch.column("advantage").to_pylist(), dtype=torch.float32, device=device)
-        sampler = pad(batch.column("logprobs").to_pylist(), max(lengths)).to(device)  # (B, T)
-        rng = random.Random(derive_seed(c.seed, step, "shuffle"))
-        orders = []
-        for _ in range(c.num_iterations):
-            order = list(range(n))
-            rng.shuffle(order)
-            orders.append(order)
-        layout = [micro for mb in split_indices(orders[0], c.mini_batches) for micro in split_indices(mb, c.grad_accum)]
-        forward_rows = c.forward_batch_size or max(len(m) for m in layout)
+        sampler = pad(batch.column("logprobs").to_pylist(), max(lengths, default=1)).to(device)  # (B, T)
+        layout = [micro for mb in plan[0] for micro in split_indices(mb.rows, c.grad_accum)]
+        forward_rows = c.forward_batch_size or max((len(m) for m in layout), default=1)
         old = None
         if c.num_iterations > 1:  # π_old once per generation, in the first iteration's micro-batches
             old = torch.zeros_like(sampler)
@@ -107,7 +144,7 @@ class PolicyUpdate:
                 )
                 old[micro, : part.shape[1]] = part
         ref = None
-        if self.reference is not None:
+        if self.reference is not None and n:
             with self.reference() as ref_model:
                 ref = self.no_grad_logprobs(ref_model, prompts, completions, forward_rows)
         weights = torch.zeros(n)
@@ -115,12 +152,13 @@ class PolicyUpdate:
         ratio_sum, ratio_min, ratio_max, truncated, tokens_seen = 0.0, float("inf"), 0.0, 0.0, 0.0
         if self.switch_modes:
             self.model.train()
-        for iteration, order in enumerate(orders):
-            for mb in split_indices(order, c.mini_batches):
-                batch_tokens, batch_seqs = float(max(1, sum(lengths[i] for i in mb))), float(len(mb))
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        for iteration, mini_batches in enumerate(plan):
+            for mb in mini_batches:
+                batch_tokens, batch_seqs = mb.tokens, mb.seqs  # of the global mini-batch (exact accumulation)
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = 0.0
-                for micro in split_indices(mb, c.grad_accum):
+                for micro in split_indices(mb.rows, c.grad_accum):
                     scored = self.forward(
                         self.model, [prompts[i] for i in micro], [completions[i] for i in micro], grad=True
                     )
@@ -153,8 +191,9 @@ class PolicyUpdate:
                         ratio_max = max(ratio_max, live.max().item() if live.numel() else 1.0)
                         truncated += (live > c.is_cap).float().sum().item()
                         weights[micro] = (is_w.sum(-1) / mask.sum(-1).clamp(min=1)).detach().float().cpu()
-                losses.append(mb_loss)
-                params = [p for p in self.model.parameters() if p.grad is not None]
+                losses.append(self.dist.total(mb_loss))  # normalized by global counts: the ranks' parts add up
+                self.dist.sum_gradients(trainable)
+                params = [p for p in trainable if p.grad is not None]
                 norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
                 norms.append(float(norm))
                 self.optimizer.step()
@@ -163,8 +202,8 @@ class PolicyUpdate:
             self.model.eval()
         seen = max(1.0, tokens_seen)
         metrics.update(
-            grad_norm=sum(norms) / len(norms), clip_ratio_low=sum(lows) / len(lows),
-            clip_ratio_high=sum(highs) / len(highs), train_entropy=sum(entropies) / len(entropies),
+            grad_norm=sum(norms) / len(norms), clip_ratio_low=mean(lows), clip_ratio_high=mean(highs),
+            train_entropy=mean(entropies),
             **{"mismatch/logprob_abs_diff_mean": sum(diffs) / seen, "mismatch/logprob_abs_diff_max": diff_max,
                "is_ratio_mean": ratio_sum / seen, "is_ratio_min": ratio_min if tokens_seen else 1.0,
                "is_ratio_max": ratio_max, "is_truncated_frac": truncated / seen},

@@ -33,6 +33,10 @@ class SamplingParams:
     top_k: int = 0  # top-k truncation for sampling; 0 disables it
     max_new_tokens: int = 64  # completion length cap; finish_reason "length" when reached
     seed: int | None = None  # same seed, same prompts -> same completions
+    # One seed per prompt, as vLLM's per-request seed: prompt i's samples then depend on seeds[i]
+    # (and the model) only, not on which batch or process generates them (data-parallel ranks
+    # sampling their shares of a step reproduce what one process samples). Overrides `seed`.
+    seeds: tuple[int, ...] = ()
     stop_token_ids: tuple[int, ...] = ()  # extra ids that end a completion (every EOS id always does)
     stop: tuple[str, ...] = ()  # strings that end a completion (not part of its text, as in vLLM)
     ignore_eos: bool = False  # always generate max_new_tokens (benchmarks, fixed-length tests)

@@ -78,13 +78,13 @@ class OpenAIEngine:
         self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"})
         self._jitter = random.Random(seed)
 
-    def _body(self, prompt: Prompt, n: int, sampling: SamplingParams) -> tuple[str, dict[str, Any]]:
+    def _body(self, prompt: Prompt, n: int, sampling: SamplingParams, seed: int | None) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
             "max_tokens": sampling.max_new_tokens, "return_tokens_as_token_ids": True,
         }  # fmt: skip
-        if sampling.seed is not None:
-            body["seed"] = sampling.seed
+        if seed is not None:
+            body["seed"] = seed
         if sampling.top_k:
             body["top_k"] = sampling.top_k
         if isinstance(prompt, str):
@@ -109,7 +109,8 @@ class OpenAIEngine:
         raise AssertionError("unreachable")
 
     def _one(self, index: int, prompt: Prompt, n: int, sampling: SamplingParams) -> list[Completion]:
-        path, body = self._body(prompt, n, sampling)
+        seed = sampling.seeds[index] if sampling.seeds else sampling.seed
+        path, body = self._body(prompt, n, sampling, seed)
         data = self._post(path, body)
         choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
         if len(choices) != n:

@@ -38,6 +38,46 @@ def truncate_logprobs(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Ten
     return logp
 
 
+MASK64 = (1 << 64) - 1
+
+
+def signed64(x: int) -> int:
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def splitmix64(x: int) -> int:
+    """A 64-bit mix (Steele et al., SplitMix64's finalizer), for deriving per-sample stream keys."""
+    x = (x + 0x9E3779B97F4A7C15) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's `>>` is arithmetic on signed values)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def counter_uniform(keys: torch.Tensor, t: int) -> torch.Tensor:
+    """Uniforms in (0, 1), float64, one per row: SplitMix64 of (row key, step t), computed on the
+    keys' device. keys: (B,) int64. A row's stream depends on its key only (batch invariance);
+    int64 multiplication wraps as the unsigned arithmetic needs."""
+    z = keys + signed64(((t + 1) * 0x9E3779B97F4A7C15) & MASK64)
+    z = (z ^ _shr(z, 30)) * signed64(0xBF58476D1CE4E5B9)
+    z = (z ^ _shr(z, 27)) * signed64(0x94D049BB133111EB)
+    z = z ^ _shr(z, 31)
+    return (_shr(z, 11).double() + 0.5) / float(1 << 53)
+
+
+def sample_inverse_cdf(logp: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row from exp(logp) (unnormalized is fine: -inf entries are never drawn) by
+    inverting the row's CDF at its own uniform. logp: (B, V); uniforms: (B,) -> (B,) int64.
+    The CDF is summed in float64 so a 150k vocabulary loses no tail mass to rounding."""
+    cdf = logp.double().exp().cumsum(-1)
+    target = (uniforms * cdf[:, -1])[:, None]
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=logp.shape[-1] - 1)
+
+
 @register_engine("transformers")
 class TransformersEngine:
     name = "transformers"
@@ -83,21 +123,38 @@ class TransformersEngine:
         return prompt_policy.encode(self.tokenizer, prompt)
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
+        """With `sampling.seeds` (one per prompt), every sample draws from its own counter-based
+        stream keyed by (prompt seed, sample index): the result does not depend on the batch; without,
+        one torch generator seeded by `sampling.seed` serves the whole call."""
         encoded = [self.encode(p) for p in prompts]
         jobs = [(i, ids) for i, ids in enumerate(encoded) for _ in range(n)]
+        if sampling.seeds and len(sampling.seeds) != len(prompts):
+            raise ValueError(f"{len(sampling.seeds)} seeds for {len(prompts)} prompts")
+        keys = (
+            [
+                signed64(splitmix64((sampling.seeds[i] & MASK64) ^ splitmix64(j)))
+                for i in range(len(prompts))
+                for j in range(n)
+            ]
+            if sampling.seeds
+            else None
+        )
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device)
         generator.manual_seed(sampling.seed if sampling.seed is not None else int(torch.seed() % 2**63))
         out: list[Completion] = []
         with compute_in(self.model, self.dtype):
             for start in range(0, len(jobs), self.batch_size):
-                out += self._generate_batch(jobs[start : start + self.batch_size], sampling, generator)
+                end = start + self.batch_size
+                row_keys = torch.tensor(keys[start:end], dtype=torch.long, device=device) if keys else None
+                out += self._generate_batch(jobs[start:end], sampling, generator, row_keys)
         return out
 
     @torch.inference_mode()
     def _generate_batch(
-        self, jobs: list[tuple[int, list[int]]], sampling: SamplingParams, generator: torch.Generator
-    ) -> list[Completion]:
+        self, jobs: list[tuple[int, list[int]]], sampling: SamplingParams, generator: torch.Generator,
+        row_keys: torch.Tensor | None = None,
+    ) -> list[Completion]:  # fmt: skip
         device = next(self.model.parameters()).device
         batch, p_len, steps = len(jobs), max(len(ids) for _, ids in jobs), sampling.max_new_tokens
         input_ids = torch.full((batch, p_len), self.pad_id, dtype=torch.long)
@@ -128,9 +185,13 @@ class TransformersEngine:
             scaled = logits.float() if greedy else logits.float() / sampling.temperature
             logp = torch.log_softmax(scaled, dim=-1)  # (B, V): the distribution we record
             probs = logp.exp()
+            truncated = sampling.top_k or sampling.top_p < 1.0
             if greedy:
                 token = logp.argmax(-1)
-            elif sampling.top_k or sampling.top_p < 1.0:
+            elif row_keys is not None:
+                sample_logp = truncate_logprobs(logp, sampling.top_k, sampling.top_p) if truncated else logp
+                token = sample_inverse_cdf(sample_logp, counter_uniform(row_keys, t))
+            elif truncated:
                 sample_logp = truncate_logprobs(logp, sampling.top_k, sampling.top_p)
                 token = torch.multinomial(sample_logp.exp(), 1, generator=generator).squeeze(-1)
             else:

@@ -84,7 +84,13 @@ class VLLMEngine:
         self.llm = vllm.LLM(model=model, logprobs_mode=logprobs_mode, **llm_kwargs)
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
-        params = self._vllm.SamplingParams(**vllm_sampling_kwargs(sampling, n))
+        kwargs = vllm_sampling_kwargs(sampling, n)
+        # Per-prompt seeds: a list of SamplingParams, one per prompt (LLM.generate/chat take either).
+        params = (
+            [self._vllm.SamplingParams(**{**kwargs, "seed": s}) for s in sampling.seeds]
+            if sampling.seeds
+            else self._vllm.SamplingParams(**kwargs)
+        )
         exact = logprobs_are_exact(self.logprobs_mode, sampling)
         if all(isinstance(p, str) for p in prompts):
             outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
