@@ -111,6 +111,14 @@ def rollout_worker(
     worker_id: Annotated[str, typer.Option(help="This worker's name (in every group it commits).")] = "0",
     rounds_per_version: Annotated[int, typer.Option(help="Steps' worth of usable groups per published version.")] = 1,
     wait_timeout_s: Annotated[float, typer.Option(help="Exit when no new version appears for this long.")] = 300.0,
+    engine: Annotated[str, typer.Option(help="This worker's engine: transformers | vllm | openai.")] = "transformers",
+    engine_url: Annotated[
+        str, typer.Option(help="openai engine: this worker's server, e.g. http://127.0.0.1:8000.")
+    ] = "",
+    engine_model: Annotated[str, typer.Option(help="openai engine: the served model name.")] = "",
+    engine_weight_sync: Annotated[
+        str, typer.Option(help="openai engine: server path that loads each published version (empty: fixed weights).")
+    ] = "/reasonloop/load_weights",
     root: RootOption = None,
 ) -> None:
     """Sample groups for an async run from its newest published weights (model and settings come
@@ -119,7 +127,9 @@ def rollout_worker(
     from reasonloop.storage import ReplayStore
     from reasonloop.trainers.rollout_worker import run_worker
 
-    stats = run_worker(ReplayStore(root), run_id, worker_id, rounds_per_version=rounds_per_version,
+    options = {"engine": engine, "engine_url": engine_url, "engine_model": engine_model,
+               "engine_weight_sync": engine_weight_sync}  # fmt: skip
+    stats = run_worker(ReplayStore(root), run_id, worker_id, rounds_per_version=rounds_per_version, engine=options,
                        wait_timeout_s=wait_timeout_s, on_round=lambda s: typer.echo(
                            f"worker {worker_id}: version {s.last_version}, {s.groups} groups", err=True))  # fmt: skip
     typer.echo(f"worker {worker_id}: {stats.groups} groups over {stats.versions_loaded} versions")

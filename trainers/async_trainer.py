@@ -36,6 +36,12 @@ class StaleRowError(AssertionError):
 
 class AsyncRLTrainer(RLTrainer):
     def __init__(self, *args: Any, poll_s: float = 0.2, **kwargs: Any) -> None:
+        if kwargs.get("engine") is None:  # workers sample, each with its own --engine; this process never does
+            from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+
+            kwargs["engine"] = TransformersEngine(
+                kwargs["model"], kwargs["tokenizer"], dtype=kwargs.get("compute_dtype")
+            )
         super().__init__(*args, **kwargs)
         self.poll_s = poll_s
         self.stale_seen: set[str] = set()  # unused groups already counted as skipped for staleness

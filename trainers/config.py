@@ -124,6 +124,19 @@ class TrainConfig(ModelOptions):
     )
     compact_files: int = opt(64, "Compact the run's rollouts once its partition has this many files.")
     report_to: str = opt("none", "none | tensorboard (writes <checkpoint dir>/tb).")
+    engine: str = opt(
+        "transformers", "Rollout engine: transformers (the policy itself) | vllm (colocated in this process, weights "
+        "loaded after every update) | openai (a server at --engine-url; prompts tokenized here)."
+    )  # fmt: skip
+    engine_url: str = opt("", "openai engine: the server's base URL, e.g. http://127.0.0.1:8000.")
+    engine_model: str = opt("", "openai engine: the served model name (default: the policy's folder).")
+    engine_weight_sync: str = opt(
+        "/reasonloop/load_weights", "openai engine: server path that loads a published weights folder (POST "
+        "{path, version}) after every update; empty: the server's weights are fixed (a teacher)."
+    )  # fmt: skip
+    gpu_memory_utilization: float = opt(0.3, "vllm engine: share of GPU memory vLLM takes (TRL's colocate default).")
+    tensor_parallel_size: int = opt(1, "vllm engine: tensor-parallel GPUs per engine.")
+    enable_sleep_mode: bool = opt(False, "vllm engine: free vLLM's GPU memory (sleep level 2) during each update.")
 
     def __post_init__(self) -> None:
         self.check_model_options()
@@ -144,6 +157,8 @@ class TrainConfig(ModelOptions):
             )
         if self.lr_schedule not in ("constant", "linear", "cosine"):
             raise ValueError("lr_schedule must be constant, linear or cosine")
+        if self.engine not in ("transformers", "vllm", "openai"):
+            raise ValueError("engine must be transformers, vllm or openai")
 
     @property
     def loss_name(self) -> str:

@@ -235,6 +235,7 @@ class RLTrainer(GroupSampler):
         batch = self.collect_batch(self.step, metrics)
         rollout_s = time.perf_counter() - start
         self.trained_batch = batch
+        getattr(self.engine, "sleep", lambda: None)()  # vLLM colocated with sleep mode: the GPU is the update's
         with self.timed("update"):
             loss = self.update(batch, self.step, metrics)
         batch = self.trained_batch  # what the update used (unscored rows left out)
@@ -246,6 +247,7 @@ class RLTrainer(GroupSampler):
         if self.timings.get("generate"):  # the async trainer generates nothing itself
             metrics["tokens_per_s"] = metrics["completion_tokens"] / self.timings["generate"]
         self.step = step
+        self.sync_engine()
         with self.timed("store_write"):
             self._write_consumed(batch)
             if self.dist.main:  # one compactor of the run's partition
@@ -296,6 +298,7 @@ class RLTrainer(GroupSampler):
 
         metrics: dict[str, float] = {}
         self.attempt = self.dist.from_main(next_attempt(self.store, self.run_id) if self.dist.main else None)
+        self.sync_engine()  # a resumed or LoRA policy differs from the folder the engine was built from
         self.before_training()
         while self.step < until_step:
             metrics = self.train_step()
@@ -306,6 +309,17 @@ class RLTrainer(GroupSampler):
                 self.save()
             self.after_step(saved=full)
         return self.save(), metrics
+
+    def sync_engine(self) -> None:
+        """After an update: the engine samples the next step from the new weights (an engine other
+        than the policy object: vLLM colocated gets them in memory, a server through a published
+        weights folder; trainers/engines.py). Timed as `time/weight_sync`."""
+        if self.config.async_rollouts or self.config.engine == "transformers":
+            return  # workers load published weights themselves; the transformers engine is the policy
+        from reasonloop.trainers.engines import sync_weights
+
+        with self.timed("weight_sync"):
+            sync_weights(self.engine, self.model, self.step, lambda: self.save(weights_only=True))
 
     def before_training(self) -> None:
         """Called once by `train` before its first step (the async trainer publishes weights here)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,10 @@ def count_useful(rows: list[dict], dynamic_sampling: bool) -> int:
 def run_worker(
     store: ReplayStore, run_id: str, worker_id: str, *, rounds_per_version: int = 1, poll_s: float = 0.2,
     wait_timeout_s: float = 300.0, on_round: Callable[[WorkerStats], None] | None = None,
+    engine: dict[str, Any] | None = None,
 ) -> WorkerStats:  # fmt: skip
-    """Sample for `run_id` until its final version is published (or nothing new for `wait_timeout_s`)."""
+    """Sample for `run_id` until its final version is published (or nothing new for `wait_timeout_s`).
+    `engine`: this worker's engine settings (TrainConfig's engine fields), over the run's."""
     from reasonloop.tasks.models.loading import dtype_source, load_causal_lm, load_tokenizer
     from reasonloop.tasks.models.precision import resolve_dtype
     from reasonloop.trainers.sampler import GroupSampler
@@ -79,23 +81,35 @@ def run_worker(
         if newest is not None and newest[1] != loaded:
             version, path = newest
             try:
-                config = TrainConfig(**load_meta(path).config)
+                # The run's settings, with this worker's own engine (a server per worker, say).
+                config = replace(TrainConfig(**load_meta(path).config), **(engine or {}))
                 if version >= config.steps:
                     return stats  # the run is finished
-                # Inference only: the weights in the compute dtype, no fp32 masters.
-                device = resolve_device(config.device)
-                model = load_causal_lm(path, dtype=resolve_dtype(config.dtype, dtype_source(path), device)).to(device)
+                model = None
+                if config.engine != "openai":  # a server holds its own copy: it loads `path` itself
+                    # Inference only: the weights in the compute dtype, no fp32 masters.
+                    device = resolve_device(config.device)
+                    dtype = resolve_dtype(config.dtype, dtype_source(path), device)
+                    model = load_causal_lm(path, dtype=dtype).to(device)
             except OSError:  # deleted while we read it (superseded): take the next newest
                 time.sleep(poll_s)
                 continue
             loaded = path
             if sampler is None:
+                if config.engine == "openai" and not config.engine_model:
+                    config = replace(config, engine_model=str(path))
                 sampler = GroupSampler(
                     config, model=model, tokenizer=load_tokenizer(path), store=store, run_id=run_id,
                     producer=f"rollout-worker:{worker_id}",
                 )  # fmt: skip
-            else:
-                sampler.model.load_state_dict(model.state_dict())
+            if config.engine == "openai":
+                if getattr(sampler.engine, "syncs_weights", False):
+                    sampler.engine.load_weights(path, version)  # before sampling anything tagged `version`
+            elif sampler.model is not model:
+                if hasattr(sampler.engine, "update_weights"):  # vLLM in this worker
+                    sampler.engine.update_weights(model.state_dict())
+                else:
+                    sampler.model.load_state_dict(model.state_dict())
             # Owed: a step's worth per trainer step since the last version seen (versions can be
             # skipped), and with k >= 1 one more at the start, which keeps this worker a step ahead:
             # it samples version v while the trainer trains on v - 1. Capped at what k lets the

@@ -24,12 +24,12 @@ import torch
 
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines.base import Completion, Engine, Prompt, SamplingParams
-from reasonloop.tasks.engines.transformers_engine import TransformersEngine
 from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.tasks.rollout_rows import rollout_rows
 from reasonloop.trainers.algos import ADVANTAGES
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist
+from reasonloop.trainers.engines import rollout_engine
 from reasonloop.trainers.step_utils import derive_seed, typed_rollouts
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class GroupSampler:
         self.config, self.model, self.tokenizer, self.store, self.run_id = config, model, tokenizer, store, run_id
         self.dist = dist or Dist()
         self.compute_dtype = compute_dtype
-        self.engine = engine or TransformersEngine(model, tokenizer, batch_size=256, dtype=compute_dtype)
+        self.engine = engine or rollout_engine(config, model, tokenizer, compute_dtype, distributed=self.dist.active)
         self.reward = reward or CompositeReward(config.reward_weights())
         self.advantage_fn = ADVANTAGES.get(config.advantage_name)
         self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run

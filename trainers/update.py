@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -153,6 +154,7 @@ class PolicyUpdate:
         if self.switch_modes:
             self.model.train()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
+        reduce_s = 0.0  # in the gradient all-reduce (data parallel; 0 in one process)
         for iteration, mini_batches in enumerate(plan):
             for mb in mini_batches:
                 batch_tokens, batch_seqs = mb.tokens, mb.seqs  # of the global mini-batch (exact accumulation)
@@ -192,7 +194,9 @@ class PolicyUpdate:
                         truncated += (live > c.is_cap).float().sum().item()
                         weights[micro] = (is_w.sum(-1) / mask.sum(-1).clamp(min=1)).detach().float().cpu()
                 losses.append(self.dist.total(mb_loss))  # normalized by global counts: the ranks' parts add up
+                reduce_start = time.perf_counter()
                 self.dist.sum_gradients(trainable)
+                reduce_s += time.perf_counter() - reduce_start
                 params = [p for p in trainable if p.grad is not None]
                 norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
                 norms.append(float(norm))
@@ -208,6 +212,8 @@ class PolicyUpdate:
                "is_ratio_mean": ratio_sum / seen, "is_ratio_min": ratio_min if tokens_seen else 1.0,
                "is_ratio_max": ratio_max, "is_truncated_frac": truncated / seen},
         )  # fmt: skip
+        if self.dist.active:
+            metrics["time/grad_allreduce"] = reduce_s
         if kls:
             metrics["kl"] = sum(kls) / len(kls)
         self.row_weights = weights.tolist()

@@ -1,9 +1,16 @@
-"""OpenAI-compatible HTTP engine: teacher and judge models behind vLLM serve, or any such server.
+"""OpenAI-compatible HTTP engine: teacher and judge models behind vLLM serve, or any such server,
+and rollout servers for training.
 
 One request per prompt (with `n` samples), at most `max_concurrency` in flight; connection
 errors, timeouts, 429 and 5xx are retried with exponential backoff; other 4xx fail at once with
 the server's message. Token ids come back only from servers that send them (vLLM with
 `return_tokens_as_token_ids`); logprobs are the server's, so `logprobs_exact=False`.
+
+With a `tokenizer` the engine takes token ids (the trainer renders and encodes prompts, chat
+template included) and sends them as the completions `prompt` (vLLM accepts a list of ids), asking
+for the sampled tokens' ids and logprobs: the rollouts are then trainable, on the same ids the
+policy scores. `load_weights` is the weight-sync protocol (trainers/engines.py): POST
+{"path", "version"} to `weight_sync_path` on the server.
 """
 
 from __future__ import annotations
@@ -69,8 +76,14 @@ class OpenAIEngine:
         max_retries: int = 4,
         backoff_s: float = 0.5,
         seed: int = 0,
+        tokenizer: Any = None,
+        weight_sync_path: str = "",
     ) -> None:
         import httpx  # here, not at module import: the GPU check imports engines without it
+
+        self.accepts_token_ids = tokenizer is not None  # the sampler then sends ids, template applied
+        self.syncs_weights = bool(weight_sync_path)
+        self.weight_sync_path = weight_sync_path
 
         self._httpx = httpx
         self.base_url, self.model = base_url.rstrip("/"), model
@@ -87,7 +100,7 @@ class OpenAIEngine:
             body["seed"] = seed
         if sampling.top_k:
             body["top_k"] = sampling.top_k
-        if isinstance(prompt, str):
+        if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
             return "/v1/completions", {**body, "prompt": prompt, "logprobs": 0}
         return "/v1/chat/completions", {**body, "messages": prompt, "logprobs": True, "top_logprobs": 0}
 
@@ -115,7 +128,23 @@ class OpenAIEngine:
         choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
         if len(choices) != n:
             raise EngineError(f"asked for {n} samples, server returned {len(choices)}")
-        return [parse_choice(c, index, chat=path.endswith("chat/completions")) for c in choices]
+        out = [parse_choice(c, index, chat=path.endswith("chat/completions")) for c in choices]
+        if self.accepts_token_ids and isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+            for c in out:
+                if not c.token_ids and c.text:
+                    raise EngineError(
+                        f"{self.base_url} returned no token ids: training on its rollouts needs them "
+                        "(vLLM: return_tokens_as_token_ids)"
+                    )
+                c.prompt_ids = list(prompt)
+        return out
+
+    def load_weights(self, path: Any, version: int) -> None:
+        """The weight-sync protocol: the server loads the weights folder at `path` (safetensors +
+        config, as reasonloop publishes them) and samples from it until the next call."""
+        if not self.syncs_weights:
+            raise EngineError("no weight_sync_path: this server's weights are fixed")
+        self._post(self.weight_sync_path, {"path": str(path), "version": version})
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:

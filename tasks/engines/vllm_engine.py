@@ -70,20 +70,59 @@ def completions_from_vllm(request_output: Any, prompt_index: int, *, exact: bool
     return out
 
 
+def colocate_environment(distributed: bool) -> dict[str, str]:
+    """What vLLM's in-process executor (`distributed_executor_backend="external_launcher"`,
+    vllm/v1/executor/uniproc_executor.py::ExecutorWithExternalLauncher, vLLM 0.17-0.25) reads: the
+    torchrun variables (RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; filled in for one process) and
+    VLLM_ENABLE_V1_MULTIPROCESSING=0, which it asserts: the engine then lives in this process, so
+    weights are loaded into it directly, as TRL's colocate mode does."""
+    import os
+    import socket
+
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    if not distributed:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = str(s.getsockname()[1])
+        env.update({k: os.environ.get(k, v) for k, v in
+                    {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                     "MASTER_PORT": port}.items()})  # fmt: skip
+    return env
+
+
 @register_engine("vllm")
 class VLLMEngine:
-    name = "vllm"
+    """vLLM's offline `LLM`. With `colocate`, in this process (the trainer's), with weights loaded
+    from the trainer after every update (`update_weights`) and optional sleep mode; calls as in
+    vLLM 0.17-0.25 (`LLM.generate/chat/sleep/wake_up/reset_prefix_cache/apply_model`), the range
+    TRL 0.2x pins for the same colocate use."""
 
-    def __init__(self, model: str, *, logprobs_mode: str = "processed_logprobs", **llm_kwargs: Any) -> None:
+    name = "vllm"
+    accepts_token_ids = True
+
+    def __init__(
+        self, model: str, *, logprobs_mode: str = "processed_logprobs", colocate: bool = False,
+        distributed: bool = False, enable_sleep_mode: bool = False, **llm_kwargs: Any,
+    ) -> None:  # fmt: skip
         try:
             import vllm
         except ImportError as exc:
             raise ImportError(VLLM_MISSING) from exc
         self._vllm = vllm
         self.logprobs_mode = logprobs_mode
-        self.llm = vllm.LLM(model=model, logprobs_mode=logprobs_mode, **llm_kwargs)
+        self.sleep_mode = enable_sleep_mode
+        if colocate:
+            import os
+
+            os.environ.update(colocate_environment(distributed))
+            llm_kwargs.setdefault("distributed_executor_backend", "external_launcher")
+        self.llm = vllm.LLM(model=model, logprobs_mode=logprobs_mode, enable_sleep_mode=enable_sleep_mode, **llm_kwargs)
+        self.asleep = self.weights_gone = False
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
+        if self.asleep:  # woken for weights by update_weights; now the KV cache
+            self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = self.weights_gone = False
         kwargs = vllm_sampling_kwargs(sampling, n)
         # Per-prompt seeds: a list of SamplingParams, one per prompt (LLM.generate/chat take either).
         params = (
@@ -92,15 +131,26 @@ class VLLMEngine:
             else self._vllm.SamplingParams(**kwargs)
         )
         exact = logprobs_are_exact(self.logprobs_mode, sampling)
-        if all(isinstance(p, str) for p in prompts):
+        if all(isinstance(p, list) and (not p or isinstance(p[0], int)) for p in prompts):  # token ids
+            outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        elif all(isinstance(p, str) for p in prompts):
             outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         else:
             outputs = self.llm.chat(list(prompts), params, use_tqdm=False)
         return [c for i, o in enumerate(outputs) for c in completions_from_vllm(o, i, exact=exact)]
 
+    def sleep(self) -> None:
+        """Free the engine's GPU memory for the update (with enable_sleep_mode): level 2 drops the
+        weights too, which is right only because `update_weights` reloads all of them after it."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=2)
+            self.asleep = self.weights_gone = True
+
     def update_weights(self, state_dict: Mapping[str, Any]) -> None:
         """Load trainer weights into the running engine (names as in the HF checkpoint)."""
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])  # map the weights' memory before writing into it
         items = list(state_dict.items())
         self.llm.apply_model(lambda model: model.load_weights(items))
-        if hasattr(self.llm, "reset_prefix_cache"):
-            self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        self.weights_gone = False
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights

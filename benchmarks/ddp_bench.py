@@ -1,0 +1,92 @@
+"""Data-parallel overhead: `reasonloop train` in 1 process vs 2 torchrun processes (gloo, CPU) at the
+same global batch, in one run, interleaved (1, 2, 1, 2, ...) so drift on a shared machine hits both.
+
+    python benchmarks/ddp_bench.py [--steps 12] [--rounds 2] [--prompts 16] [--group 8]
+
+Reports steps per minute from the trainer's own step times (train_metrics `step_time`, the slowest
+rank's; the first step is warm-up and left out; process start-up excluded), the ratio 2-proc/1-proc,
+and where a 2-process step's time goes: generation, update, the gradient all-reduce, store reads and
+writes (per rank: every rank commits and reads back its own files). On a 2-core machine expect no
+gain: the two ranks share the cores one process already used; the point is the overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from reasonloop.flows.processes import spawn_cli, stop_process  # noqa: E402
+from reasonloop.storage import ReplayStore  # noqa: E402
+from reasonloop.tasks.models.tiny import init_tiny_model  # noqa: E402
+from reasonloop.tasks.recipes.arith import ArithConfig, generate  # noqa: E402
+
+PHASES = ("time/generate", "time/update", "time/grad_allreduce", "time/store_read", "time/store_write")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(tmp: Path, name: str, model: Path, procs: int, args: argparse.Namespace) -> dict[str, float]:
+    store = ReplayStore(tmp / f"store-{name}")
+    store.write("problems", generate(ArithConfig(n=2000, max_digits=2, seed=0))[0])
+    launcher: tuple[str, ...] = ()
+    if procs > 1:
+        launcher = ("-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(procs),
+                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()))  # fmt: skip
+    cli = ["train", "--run-id", "bench", "--model", str(model), "--root", str(store.root), "--algo", "grpo",
+           "--steps", str(args.steps), "--prompts-per-step", str(args.prompts), "--group-size", str(args.group),
+           "--max-completion-length", "24", "--lr", "2e-5", "--dtype", "float32"]  # fmt: skip
+    threads = str(max(1, (os.cpu_count() or 1) // procs))  # the same cores in all: split among the ranks
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=threads)
+    log = tmp / f"{name}.log"
+    proc = spawn_cli(cli, log, env=env, cwd=REPO, launcher=launcher)
+    try:
+        if proc.wait(timeout=1800) != 0:
+            raise RuntimeError(log.read_text()[-3000:])
+    finally:
+        stop_process(proc)
+    rows = store.query("SELECT step, metrics FROM train_metrics ORDER BY step").to_pylist()[1:]  # step 1: warm-up
+    metrics = [dict(r["metrics"]) for r in rows]
+    out = {"steps_per_min": 60 / statistics.mean(m["step_time"] for m in metrics)}
+    for phase in PHASES:
+        out[phase] = statistics.mean(m.get(phase, 0.0) for m in metrics)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=16, help="global prompts per step")
+    parser.add_argument("--group", type=int, default=8)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ddp-bench-"))
+    model = init_tiny_model(tmp / "model", seed=0)
+    print(f"global batch {args.prompts} prompts x {args.group} samples, {args.steps} steps, {os.cpu_count()} cores")
+    header = f"{'round':>5} {'procs':>5} {'steps/min':>9} " + " ".join(f"{p.split('/')[1]:>14}" for p in PHASES)
+    print(header)
+    ratios = []
+    for r in range(args.rounds):
+        one = run(tmp, f"one-{r}", model, 1, args)
+        two = run(tmp, f"two-{r}", model, 2, args)
+        for procs, m in ((1, one), (2, two)):
+            print(f"{r:>5} {procs:>5} {m['steps_per_min']:>9.1f} " + " ".join(f"{m[p]:>13.3f}s" for p in PHASES))
+        ratios.append(two["steps_per_min"] / one["steps_per_min"])
+    print(f"2-process / 1-process steps per minute: {' '.join(f'{x:.2f}' for x in ratios)} "
+          f"(mean {statistics.mean(ratios):.2f})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The engine a trainer or rollout worker samples with (`--engine`), and how it gets new weights.
+
+- transformers (default): the policy object itself, so it sees every update at once.
+- vllm: colocated in this process, as TRL's colocate mode: built once from the policy's folder;
+  after every optimizer step the policy's (LoRA: merged) weights are loaded into it, optionally
+  with vLLM's sleep mode around the update (sleep level 2 after sampling, weights woken before the
+  load, the KV cache before the next sampling) so training has the GPU memory in between.
+- openai: an inference server (vLLM's OpenAI server or any compatible one). Prompts are tokenized
+  here, chat template included, so the rollouts carry the exact ids the policy trains on. Weights
+  reach a server through a file protocol: reasonloop publishes a weights folder (safetensors +
+  config) and POSTs {"path", "version"} to `--engine-weight-sync` on the server; the server loads
+  that folder before answering again. vLLM's server has no such endpoint of its own: run it behind a
+  thin wrapper that implements this one (README "Scaling out"), or leave the path empty for a fixed
+  server (a teacher), whose rollouts then say which version they were sampled for but not from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasonloop.tasks.engines.base import Engine
+from reasonloop.trainers.config import TrainConfig
+
+ENGINE_NAMES = ("transformers", "vllm", "openai")
+
+
+def policy_folder(model: Any) -> str:
+    """Where the policy was loaded from (vLLM builds its own copy from it; LoRA: the base model)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    path = getattr(base, "name_or_path", "") or getattr(base.config, "_name_or_path", "")
+    if not path:
+        raise ValueError("--engine vllm needs a policy loaded from a folder or hub id")
+    return str(path)
+
+
+def rollout_engine(
+    config: TrainConfig, model: Any, tokenizer: Any, compute_dtype: torch.dtype | None, *, distributed: bool = False
+) -> Engine:
+    """The engine named by `config.engine` for this policy."""
+    if config.engine == "transformers":
+        from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(model, tokenizer, batch_size=256, dtype=compute_dtype)
+    if config.engine == "vllm":
+        from reasonloop.tasks.engines.vllm_engine import VLLMEngine
+
+        dtype = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}.get(
+            compute_dtype or next(model.parameters()).dtype, "auto"
+        )
+        return VLLMEngine(
+            policy_folder(model), colocate=True, distributed=distributed, dtype=dtype, seed=config.seed,
+            gpu_memory_utilization=config.gpu_memory_utilization, tensor_parallel_size=config.tensor_parallel_size,
+            enable_sleep_mode=config.enable_sleep_mode, max_model_len=config.max_prompt_length + config.max_completion_length,
+        )  # fmt: skip
+    if config.engine == "openai":
+        from reasonloop.tasks.engines.openai_engine import OpenAIEngine
+
+        if not config.engine_url:
+            raise ValueError("--engine openai needs --engine-url (the server's base URL)")
+        return OpenAIEngine(
+            config.engine_url, config.engine_model or policy_folder(model), tokenizer=tokenizer,
+            weight_sync_path=config.engine_weight_sync, seed=config.seed,
+        )  # fmt: skip
+    raise ValueError(f"unknown engine {config.engine!r}; valid engines: {', '.join(ENGINE_NAMES)}")
+
+
+def sync_weights(engine: Engine, model: Any, version: int, publish: Callable[[], Path]) -> str:
+    """Give `engine` the policy's current weights (tagged `version`); returns what was done.
+    `publish` writes a weights folder and returns it (for servers)."""
+    from reasonloop.trainers.policy import merged_state_dict
+
+    if hasattr(engine, "update_weights"):  # in-process (vLLM colocate)
+        engine.update_weights(merged_state_dict(model))
+        return "loaded"
+    if getattr(engine, "syncs_weights", False):  # a server: through a published folder
+        engine.load_weights(publish(), version)
+        return "published"
+    return "shared"  # the transformers engine samples from the policy object itself
