@@ -30,3 +30,42 @@ def arith(
     p, s = store.write("problems", problems), store.write("sft_samples", samples)
     typer.echo(f"arith: problems committed {p.committed} (duplicate {p.duplicates}), "
                f"sft_samples committed {s.committed} (duplicate {s.duplicates})")  # fmt: skip
+
+
+@app.command("veritime")
+def veritime(
+    n: Annotated[int, typer.Option(help="Problems to draw (duplicates dropped).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    chat: Annotated[bool, typer.Option(help="Also as conversations (`messages`), for chat templates.")] = False,
+    chunks: Annotated[int, typer.Option(help="Chunk tasks of a Prefect flow; 1: one process, no Prefect.")] = 1,
+    task_runner: Annotated[
+        str,
+        typer.Option(help="Where the chunk tasks run: threads | ray | ray=ADDRESS (pip install 'reasonloop[ray]')."),
+    ] = "threads",
+    batch_rows: Annotated[int, typer.Option(help="Rows per commit inside a chunk.")] = 2000,
+    root: RootOption = None,
+) -> None:
+    """VeriTime time-series problems with process-verifiable steps (problems) and their CoT
+    targets (sft_samples). With --chunks > 1, a Prefect flow of chunk tasks, each committing its
+    own rows (the draws are the same however they are chunked or wherever they run)."""
+    from dataclasses import asdict
+
+    from reasonloop.storage import ReplayStore
+    from reasonloop.tasks.recipes.veritime import VeriTimeConfig, generate
+
+    config = VeriTimeConfig(n=n, seed=seed, chat=chat)
+    store = ReplayStore(root)
+    if chunks <= 1:
+        problems, samples = generate(config)
+        p, s = store.write("problems", problems), store.write("sft_samples", samples)
+        typer.echo(f"veritime: problems committed {p.committed} (duplicate {p.duplicates}), "
+                   f"sft_samples committed {s.committed} (duplicate {s.duplicates})")  # fmt: skip
+        return
+    from reasonloop.flows.prefect_env import configure_prefect
+
+    configure_prefect(store.root)
+    from reasonloop.flows.synthesis import run_chunked
+
+    counts = run_chunked(str(store.root), asdict(config), chunks=chunks, runner=task_runner, batch_rows=batch_rows)
+    typer.echo(f"veritime: {chunks} chunks on {task_runner}: problems committed {counts['problems']}, "
+               f"sft_samples committed {counts['sft_samples']}, duplicates {counts['duplicates']}")  # fmt: skip

@@ -25,19 +25,22 @@ def test_update_raises_positive_and_lowers_negative_advantage_completions(
     before = trainer.updater.forward(trainer.model, prompts, completions, grad=False)
     trainer.update(batch, 0, metrics)
     after = trainer.updater.forward(trainer.model, prompts, completions, grad=False)
-    changes = {+1: [], -1: []}
+    changes: dict[int, list[float]] = {+1: [], -1: []}
+    weighted = 0.0  # Σ A·Δlog π: what one policy-gradient step increases (to first order)
     for b, adv in enumerate(batch.column("advantage").to_pylist()):
         if adv:
             n = len(completions[b])
-            changes[1 if adv > 0 else -1].append((after.logprobs[b, :n].sum() - before.logprobs[b, :n].sum()).item())
+            delta = (after.logprobs[b, :n].sum() - before.logprobs[b, :n].sum()).item()
+            changes[1 if adv > 0 else -1].append(delta)
+            weighted += adv * delta
     assert changes[1] and changes[-1]
-    # GSPO's sequence clip (3e-4) stops a sequence's own gradient after the first mini-batch, so
-    # what happens to it next is generalization from the others: the direction holds on the whole.
-    share = 0.8 if algo == "gspo" else 1.0
-    assert sum(d > 0 for d in changes[1]) >= share * len(changes[1]), (
-        "positive-advantage completions became more likely"
-    )
-    assert sum(d < 0 for d in changes[-1]) >= share * len(changes[-1]), "negative-advantage ones less likely"
+    # The direction holds on the whole, not for every completion: one step moves tokens that
+    # completions of both signs share (and GSPO's sequence clip, 3e-4, stops a sequence's own
+    # gradient after the first mini-batch), so a few may go the other way.
+    assert weighted > 0
+    assert sum(changes[1]) / len(changes[1]) > 0 > sum(changes[-1]) / len(changes[-1])
+    assert sum(d > 0 for d in changes[1]) > 0.5 * len(changes[1]), "positive-advantage completions became more likely"
+    assert sum(d < 0 for d in changes[-1]) > 0.5 * len(changes[-1]), "negative-advantage ones less likely"
     assert metrics["clip_ratio_low"] > 0 and metrics["clip_ratio_high"] > 0, "μ=2 moved ratios past the clip range"
 
 

@@ -73,6 +73,7 @@ def run_worker(
     owed = rounds_left = 0  # usable groups still owed to the trainer, and the rounds allowed for them
     idle_since = loaded_at = time.monotonic()
     interval = 0.0
+    top_ups_at_load = 0
     loaded: Path | None = None
     while True:
         newest = newest_published(store, run_id)
@@ -123,9 +124,13 @@ def run_worker(
                               (config.max_staleness + 1) * rounds_per_version * (1 + config.max_refill_rounds))  # fmt: skip
             stats.last_version, stats.versions_loaded, produced = version, stats.versions_loaded + 1, 0
             now = time.monotonic()
-            if stats.versions_loaded > 1:  # how long the trainer takes per published version
+            # How long the trainer takes per published version, from versions that needed no top-up:
+            # a stalled version's time is the stall's, and counting it would lengthen the next wait
+            # before topping up (3x the interval), which lengthens the next stall, and so on.
+            if stats.versions_loaded > 1 and stats.top_ups == top_ups_at_load:
                 interval = 0.7 * interval + 0.3 * (now - loaded_at) if interval else now - loaded_at
             loaded_at = idle_since = now
+            top_ups_at_load = stats.top_ups
         quota_met = sampler is not None and (owed <= 0 or rounds_left <= 0)
         waited = time.monotonic() - idle_since
         if (quota_met or sampler is None) and waited > wait_timeout_s:

@@ -86,10 +86,9 @@ class PolicyUpdate:
         each with this rank's rows in it and the global token and sequence counts its loss is
         normalized by. None when no rank has a row."""
         c = self.c
-        keys = zip(
-            *(batch.column(k).to_pylist() for k in ("problem_id", "stage", "group_id", "sample_idx")), strict=True
-        )
+        names = [k for k in ("problem_id", "stage", "group_id", "sample_idx") if k in batch.column_names]
         lengths = [len(x) for x in batch.column("completion_ids").to_pylist()]
+        keys = zip(*(batch.column(k).to_pylist() for k in names), strict=True) if names else [()] * len(lengths)
         mine = [(key, k, length) for k, (key, length) in enumerate(zip(keys, lengths, strict=True))]
         rows = sorted((*row, rank) for rank, part in enumerate(self.dist.gather(mine)) for row in part)
         if not rows:

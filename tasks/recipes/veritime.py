@@ -150,26 +150,46 @@ def _kind_for(task: str, rng: random.Random) -> str:
     return rng.choice(list(PATTERNS))
 
 
-def generate(config: VeriTimeConfig) -> tuple[list[dict], list[dict]]:
-    """(problems rows, sft_samples rows) with the config's fingerprint and step labels."""
-    rng = random.Random(config.seed)
-    fingerprint = config_fingerprint(config)
+def _draw(config: VeriTimeConfig, rng: random.Random, fingerprint: str) -> tuple[dict, dict]:
+    """One problem row and its SFT sample, drawn with `rng`."""
+    task = rng.choice(config.tasks)
+    series = make_series(rng, _kind_for(task, rng), rng.randint(config.min_length, config.max_length), config.noise)
+    prompt, answer, labels, answer_type = _problem(task, series, rng)
+    split = "heldout" if is_heldout(prompt, config.heldout_percent) else "train"
+    common = {"source": SOURCE, "split": split, "producer": "recipe:veritime", "config_hash": fingerprint}
+    labels = {**labels, "F": answer}
+    problem = {
+        **common, "prompt": prompt, "answer": answer, "answer_type": answer_type, "taxonomy": task,
+        "difficulty": float(LEVEL[task]), "process_labels": labels,
+        "choices": list(CAUSES) if answer_type == "choice" else None,
+    }  # fmt: skip
+    return problem, {**common, "prompt": prompt, "target": cot_target(labels, answer)}
+
+
+def _dedup(pairs: list[tuple[dict, dict]], config: VeriTimeConfig) -> tuple[list[dict], list[dict]]:
     seen: set[str] = set()
     problems, samples = [], []
-    for _ in range(config.n):
-        task = rng.choice(config.tasks)
-        series = make_series(rng, _kind_for(task, rng), rng.randint(config.min_length, config.max_length), config.noise)
-        prompt, answer, labels, answer_type = _problem(task, series, rng)
-        if prompt in seen:
-            continue
-        seen.add(prompt)
-        split = "heldout" if is_heldout(prompt, config.heldout_percent) else "train"
-        common = {"source": SOURCE, "split": split, "producer": "recipe:veritime", "config_hash": fingerprint}
-        labels = {**labels, "F": answer}
-        problems.append({
-            **common, "prompt": prompt, "answer": answer, "answer_type": answer_type, "taxonomy": task,
-            "difficulty": float(LEVEL[task]), "process_labels": labels,
-            "choices": list(CAUSES) if answer_type == "choice" else None,
-        })  # fmt: skip
-        samples.append({**common, "prompt": prompt, "target": cot_target(labels, answer)})
+    for problem, sample in pairs:
+        if problem["prompt"] not in seen:
+            seen.add(problem["prompt"])
+            problems.append(problem)
+            samples.append(sample)
     return as_chat(problems, samples) if config.chat else (problems, samples)
+
+
+def generate(config: VeriTimeConfig) -> tuple[list[dict], list[dict]]:
+    """(problems rows, sft_samples rows) with the config's fingerprint and step labels: `n` draws
+    from one RNG, duplicates dropped."""
+    rng = random.Random(config.seed)
+    fingerprint = config_fingerprint(config)
+    return _dedup([_draw(config, rng, fingerprint) for _ in range(config.n)], config)
+
+
+def generate_range(config: VeriTimeConfig, start: int, stop: int) -> tuple[list[dict], list[dict]]:
+    """Draws start..stop-1 of the config, each from its own RNG seeded by (seed, index), so any
+    split of 0..n into chunks — on threads, processes or a Ray cluster — gives the same rows
+    (duplicates within a chunk are dropped here; across chunks the store drops them by id). A
+    different sequence from `generate`'s, which the demo keeps."""
+    fingerprint = config_fingerprint(config)
+    pairs = [_draw(config, random.Random(f"{config.seed}/{i}"), fingerprint) for i in range(start, stop)]
+    return _dedup(pairs, config)
