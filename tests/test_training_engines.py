@@ -114,3 +114,20 @@ def test_rollout_worker_syncs_its_server_on_each_published_version(sft_model_dir
     assert sorted(set(server.versions_served)) == versions
     assert max(mismatch(store, "w")) < 1e-4
     assert latest_checkpoint(out).name.endswith("3")
+
+
+def test_evaluate_through_a_server_scores_what_the_local_engine_scores(sft_model: Path, model_kind: str,
+                                                                       tmp_path: Path) -> None:  # fmt: skip
+    """Greedy evaluation sent to a server (prompts templated and tokenized here) gives the local
+    engine's verdicts problem by problem."""
+    from reasonloop.trainers.run import evaluate_model
+
+    store = arith_store(tmp_path / "store", chat=model_kind == "bpe")
+    options = {"split": "heldout", "limit": 24, "max_new_tokens": 16, "pass_k": 2, "pass_k_limit": 4, "device": "cpu",
+               "dtype": "float32"}  # fmt: skip
+    local = evaluate_model(store, sft_model, **options)
+    with ModelServer(sft_model) as server:
+        remote = evaluate_model(store, sft_model, engine="openai", engine_url=server.url, **options)
+    assert sum(local["correct"]) > 0, "a model that solves nothing would agree trivially"
+    assert remote["ids"] == local["ids"] and remote["correct"] == local["correct"]
+    assert all(isinstance(r["prompt"], list) for r in server.requests), "token ids were sent"

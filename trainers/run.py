@@ -106,13 +106,16 @@ def run_sft_to(
 def evaluate_model(
     store: ReplayStore, model: str | Path, *, split: str = "heldout", source: str = "", limit: int = 512,
     max_new_tokens: int = 64, pass_k: int = 4, pass_k_limit: int = 128, seed: int = 0, device: str = "auto",
-    dtype: str = "auto", chat_template: str = "auto", batch_size: int = 256,
+    dtype: str = "auto", chat_template: str = "auto", batch_size: int = 256, engine: str = "transformers",
+    engine_url: str = "",
 ) -> dict[str, Any]:  # fmt: skip
     """Greedy accuracy per task type (with n and binomial standard error) and pass@k on a fixed
     held-out list (ordered by id, so every model sees the same problems). Each completion is
     scored by its problem's `answer_type` (tasks/rewards/by_answer_type.py); problems with no
     verifier (rubric) are counted (`unscored`) and left out of the accuracy. Prompts follow the
-    chat-template policy of training (tasks/prompts.py), on `device` in `dtype`."""
+    chat-template policy of training (tasks/prompts.py), on `device` in `dtype`. `engine`:
+    transformers | vllm (this process) | openai (a server at `engine_url` serving `model`; prompts
+    are rendered and tokenized here, as in training)."""
     from reasonloop.storage.samplers import split_filter
     from reasonloop.tasks import prompts as prompt_policy
     from reasonloop.tasks.engines import SamplingParams
@@ -126,14 +129,30 @@ def evaluate_model(
         f"SELECT id, prompt, messages, answer, answer_type, taxonomy FROM problems WHERE {where} ORDER BY id LIMIT $n",
         params,
     ).to_pylist()
-    engine = TransformersEngine(model, batch_size=batch_size, device=str(resolve_device(device)), dtype=dtype)
-    prompts = [prompt_policy.render(engine.tokenizer, p["prompt"], p["messages"], chat_template) for p in problems]
+    from reasonloop.tasks.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    if engine == "transformers":
+        sampler: Any = TransformersEngine(model, batch_size=batch_size, device=str(resolve_device(device)), dtype=dtype)
+    elif engine == "vllm":
+        from reasonloop.tasks.engines.vllm_engine import VLLMEngine
+
+        sampler = VLLMEngine(str(model), dtype=dtype)
+    elif engine == "openai":
+        from reasonloop.tasks.engines.openai_engine import OpenAIEngine
+
+        sampler = OpenAIEngine(engine_url, str(model), tokenizer=tokenizer)
+    else:
+        raise ValueError(f"unknown engine {engine!r}: transformers, vllm or openai")
+    rendered = [prompt_policy.render(tokenizer, p["prompt"], p["messages"], chat_template) for p in problems]
+    # Token ids where the engine takes them: the exact prompt training sees, whoever samples.
+    prompts = [prompt_policy.encode(tokenizer, r) for r in rendered] if sampler.accepts_token_ids else rendered
 
     def score(rows: list[dict], texts: list[str]) -> list[float | None]:
         return score_by_answer_type([r["prompt"] for r in rows], texts, [r["answer"] for r in rows],
                                     [r["answer_type"] for r in rows])  # fmt: skip
 
-    greedy = engine.generate(prompts, 1, SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
+    greedy = sampler.generate(prompts, 1, SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
     raw = score(problems, [c.text for c in greedy])
     verdicts = [(p, s) for p, s in zip(problems, raw, strict=True) if s is not None]
     scores = [s for _, s in verdicts]
@@ -146,7 +165,7 @@ def evaluate_model(
     result["ids"] = [p["id"] for p, _ in verdicts]
     result["correct"] = [int(s == 1.0) for s in scores]
     head = problems[:pass_k_limit]
-    sampled = engine.generate(prompts[:pass_k_limit], pass_k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
+    sampled = sampler.generate(prompts[:pass_k_limit], pass_k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
     hits = score([head[c.prompt_index] for c in sampled], [c.text for c in sampled])
     solved = [any(h == 1.0 for h in hits[i * pass_k : (i + 1) * pass_k]) for i in range(len(head))]
     result[f"pass@{pass_k}"] = sum(solved) / max(1, len(solved))
