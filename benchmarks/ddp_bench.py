@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -23,7 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reasonloop.flows.processes import spawn_cli, stop_process  # noqa: E402
+from reasonloop.flows.local_server import free_port  # noqa: E402
+from reasonloop.flows.processes import spawn_cli, stop_process, torchrun  # noqa: E402
 from reasonloop.storage import ReplayStore  # noqa: E402
 from reasonloop.tasks.models.tiny import init_tiny_model  # noqa: E402
 from reasonloop.tasks.recipes.arith import ArithConfig, generate  # noqa: E402
@@ -31,19 +31,10 @@ from reasonloop.tasks.recipes.arith import ArithConfig, generate  # noqa: E402
 PHASES = ("time/generate", "time/update", "time/grad_allreduce", "time/store_read", "time/store_write")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(tmp: Path, name: str, model: Path, procs: int, args: argparse.Namespace) -> dict[str, float]:
     store = ReplayStore(tmp / f"store-{name}")
     store.write("problems", generate(ArithConfig(n=2000, max_digits=2, seed=0))[0])
-    launcher: tuple[str, ...] = ()
-    if procs > 1:
-        launcher = ("-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(procs),
-                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()))  # fmt: skip
+    launcher = torchrun(procs, free_port()) if procs > 1 else ()
     cli = ["train", "--run-id", "bench", "--model", str(model), "--root", str(store.root), "--algo", "grpo",
            "--steps", str(args.steps), "--prompts-per-step", str(args.prompts), "--group-size", str(args.group),
            "--max-completion-length", "24", "--lr", "2e-5", "--dtype", "float32"]  # fmt: skip

@@ -27,6 +27,12 @@ def spawn_cli(
         )  # fmt: skip
 
 
+def torchrun(nproc: int, port: int) -> tuple[str, ...]:
+    """`spawn_cli`'s launcher for `nproc` torchrun processes on this host (rendezvous on 127.0.0.1)."""
+    return ("-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(port))  # fmt: skip
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """SIGTERM the process group (background Prefect processes ignore SIGINT), then SIGKILL."""
     if proc.poll() is not None:

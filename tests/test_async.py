@@ -21,16 +21,13 @@ from reasonloop.tasks.recipes.chat import as_chat
 from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.rollout_worker import newest_published
+from tests.trainer_helpers import cli_options
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS, K = 8, 1
 CONFIG = {"algo": "dapo", "steps": STEPS, "prompts_per_step": 4, "group_size": 4, "max_completion_length": 12,
           "temperature": 1.0, "lr": 1e-4, "max_staleness": K, "publish_every": 1, "save_every": 2,
           "save_total_limit": 2, "wait_timeout_s": 120.0}  # fmt: skip
-
-
-def options(config: dict) -> list[str]:
-    return [x for k, v in config.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def spawn(*args: str, log: Path) -> subprocess.Popen:
@@ -96,7 +93,7 @@ def test_async_training_with_two_workers_respects_staleness(
     procs = []
     try:
         procs.append(spawn("train", "--async", "--run-id", "a", "--model", str(sft_model), "--output-dir",
-                           str(out), "--root", root, *options(CONFIG), log=tmp_path / "trainer.log"))  # fmt: skip
+                           str(out), "--root", root, *cli_options(CONFIG), log=tmp_path / "trainer.log"))  # fmt: skip
         procs += [spawn("rollout-worker", "--run-id", "a", "--worker-id", str(i), "--root", root,
                         log=tmp_path / f"worker{i}.log") for i in range(2)]  # fmt: skip
         assert procs[0].wait(timeout=300) == 0, (tmp_path / "trainer.log").read_text()[-3000:]
@@ -117,7 +114,7 @@ def test_trainer_killed_and_resumed_loses_and_repeats_nothing(
     out = tmp_path / "ckpt"
     root = str(arith_store.root)
     args = ["train", "--async", "--run-id", "r", "--model", str(sft_model_dir), "--output-dir", str(out),
-            "--root", root, *options(CONFIG)]  # fmt: skip
+            "--root", root, *cli_options(CONFIG)]  # fmt: skip
     procs = []
     try:
         procs.append(spawn(*args, log=tmp_path / "trainer.log"))

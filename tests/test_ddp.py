@@ -6,18 +6,19 @@ gradient accumulation), and through a resume."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from reasonloop.flows.processes import spawn_cli, stop_process
+from reasonloop.flows.local_server import free_port
+from reasonloop.flows.processes import spawn_cli, stop_process, torchrun
 from reasonloop.storage import ReplayStore
 from reasonloop.tasks.recipes.arith import ArithConfig, generate
 from reasonloop.tasks.recipes.chat import as_chat
 from reasonloop.trainers.checkpoint import latest_checkpoint
+from tests.trainer_helpers import cli_options
 
 REPO = Path(__file__).resolve().parent.parent
 # lr: Adam turns float32 noise (~1e-9) in a near-zero gradient component into up to ~1% of an
@@ -30,25 +31,12 @@ ALGOS = {
 }
 
 
-def options(config: dict) -> list[str]:
-    return [x for k, v in config.items() for x in (f"--{k.replace('_', '-')}", str(v))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(store: Path, out: Path, model: Path, config: dict, *, procs: int, resume: bool = False) -> None:
     """`reasonloop train`, plain (procs=1) or under torchrun; waits, stops every process on failure."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-    launcher = ()
-    if procs > 1:
-        launcher = ("-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(procs),
-                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()))  # fmt: skip
+    launcher = torchrun(procs, free_port()) if procs > 1 else ()
     args = ["train", "--run-id", "r", "--model", str(model), "--output-dir", str(out), "--root", str(store),
-            *options(config), *(["--resume"] if resume else [])]  # fmt: skip
+            *cli_options(config), *(["--resume"] if resume else [])]  # fmt: skip
     log = out.parent / f"{out.name}.log"
     proc = spawn_cli(args, log, env=env, cwd=REPO, launcher=launcher)
     try:
@@ -122,9 +110,9 @@ def test_two_processes_train_as_one(algo: str, init_copy: Path, model_kind: str,
     assert consumed["n"] == trained > 0, "every rank records the lineage of the rows it trained on"
 
 
-def test_two_processes_resume_as_one(init_copy: Path, tmp_path: Path) -> None:
+def test_two_processes_resume_as_one(init_copy: Path, model_kind: str, tmp_path: Path) -> None:
     config = {**BASE, **ALGOS["dapo"], "steps": 4}
-    one, two = problems_store(tmp_path / "s1", "char"), problems_store(tmp_path / "s2", "char")
+    one, two = problems_store(tmp_path / "s1", model_kind), problems_store(tmp_path / "s2", model_kind)
     train(one, tmp_path / "one", init_copy, config, procs=1)
     train(two, tmp_path / "two", init_copy, {**config, "steps": 2}, procs=2)
     train(two, tmp_path / "two", init_copy, config, procs=2, resume=True)

@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from reasonloop.flows.local_server import free_port
 from reasonloop.flows.processes import stop_process, wait_for
 from reasonloop.storage import ReplayStore
 from reasonloop.tasks.recipes.veritime import VeriTimeConfig
 
 N, CHUNKS, BATCH = 20_000, 4, 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ray_worker_pids() -> list[int]:

@@ -88,17 +88,19 @@ def test_openai_server_trains_on_client_tokenized_prompts(sft_model: Path, model
         assert row["prompt_ids"] == prompt_policy.encode(trainer.tokenizer, rendered)
 
 
-def test_rollout_worker_syncs_its_server_on_each_published_version(sft_model_dir: Path, tmp_path: Path) -> None:
-    store = arith_store(tmp_path / "store")
+def test_rollout_worker_syncs_its_server_on_each_published_version(
+    sft_model: Path, model_kind: str, tmp_path: Path
+) -> None:
+    store = arith_store(tmp_path / "store", chat=model_kind == "bpe")
     out = tmp_path / "ckpt"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     common = ["--run-id", "w", "--root", str(store.root)]
     config = ["--steps", "3", "--prompts-per-step", "4", "--group-size", "4", "--max-completion-length", "8",
               "--lr", "1e-4", "--max-staleness", "0", "--dtype", "float32", "--wait-timeout-s", "120"]  # fmt: skip
     procs = []
-    with ModelServer(sft_model_dir) as server:
+    with ModelServer(sft_model) as server:
         try:
-            procs.append(spawn_cli(["train", "--async", "--model", str(sft_model_dir), "--output-dir", str(out),
+            procs.append(spawn_cli(["train", "--async", "--model", str(sft_model), "--output-dir", str(out),
                                     *common, *config], tmp_path / "trainer.log", env=env, cwd=REPO))  # fmt: skip
             procs.append(spawn_cli(["rollout-worker", *common, "--engine", "openai", "--engine-url", server.url],
                                    tmp_path / "worker.log", env=env, cwd=REPO))  # fmt: skip

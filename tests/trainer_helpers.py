@@ -18,6 +18,11 @@ def digit_share(completions, **kwargs):
     return [sum(ch.isdigit() for ch in c) / max(1, len(c)) for c in completions]
 
 
+def cli_options(config: dict) -> list[str]:
+    """A config dict as `reasonloop train` options: {"group_size": 4} -> ["--group-size", "4"]."""
+    return [x for k, v in config.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
 def arith_store(root: Path, n: int = 200, *, chat: bool = False) -> ReplayStore:
     """Arith problems and SFT samples; with `chat`, as conversations (for the chat-SFT'd BPE model)."""
     store = ReplayStore(root)

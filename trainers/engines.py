@@ -25,8 +25,6 @@ import torch
 from reasonloop.tasks.engines.base import Engine
 from reasonloop.trainers.config import TrainConfig
 
-ENGINE_NAMES = ("transformers", "vllm", "openai")
-
 
 def policy_folder(model: Any) -> str:
     """Where the policy was loaded from (vLLM builds its own copy from it; LoRA: the base model)."""
@@ -40,43 +38,34 @@ def policy_folder(model: Any) -> str:
 def rollout_engine(
     config: TrainConfig, model: Any, tokenizer: Any, compute_dtype: torch.dtype | None, *, distributed: bool = False
 ) -> Engine:
-    """The engine named by `config.engine` for this policy."""
-    if config.engine == "transformers":
-        from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+    """The engine named by `config.engine` for this policy (built by the engine registry)."""
+    from reasonloop.tasks.engines import make_engine
 
-        return TransformersEngine(model, tokenizer, batch_size=256, dtype=compute_dtype)
     if config.engine == "vllm":
-        from reasonloop.tasks.engines.vllm_engine import VLLMEngine
-
         dtype = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}.get(
             compute_dtype or next(model.parameters()).dtype, "auto"
         )
-        return VLLMEngine(
-            policy_folder(model), colocate=True, distributed=distributed, dtype=dtype, seed=config.seed,
+        return make_engine(
+            "vllm", model=policy_folder(model), colocate=True, distributed=distributed, dtype=dtype, seed=config.seed,
             gpu_memory_utilization=config.gpu_memory_utilization, tensor_parallel_size=config.tensor_parallel_size,
             enable_sleep_mode=config.enable_sleep_mode, max_model_len=config.max_prompt_length + config.max_completion_length,
         )  # fmt: skip
     if config.engine == "openai":
-        from reasonloop.tasks.engines.openai_engine import OpenAIEngine
-
         if not config.engine_url:
             raise ValueError("--engine openai needs --engine-url (the server's base URL)")
-        return OpenAIEngine(
-            config.engine_url, config.engine_model or policy_folder(model), tokenizer=tokenizer,
-            weight_sync_path=config.engine_weight_sync, seed=config.seed,
+        return make_engine(
+            "openai", base_url=config.engine_url, model=config.engine_model or policy_folder(model),
+            tokenizer=tokenizer, weight_sync_path=config.engine_weight_sync, seed=config.seed,
         )  # fmt: skip
-    raise ValueError(f"unknown engine {config.engine!r}; valid engines: {', '.join(ENGINE_NAMES)}")
+    return make_engine(config.engine, model=model, tokenizer=tokenizer, batch_size=256, dtype=compute_dtype)
 
 
-def sync_weights(engine: Engine, model: Any, version: int, publish: Callable[[], Path]) -> str:
-    """Give `engine` the policy's current weights (tagged `version`); returns what was done.
-    `publish` writes a weights folder and returns it (for servers)."""
+def sync_weights(engine: Engine, model: Any, version: int, publish: Callable[[], Path]) -> None:
+    """Give `engine` the policy's current weights (tagged `version`). `publish` writes a weights
+    folder and returns it (for servers); the transformers engine samples from the policy itself."""
     from reasonloop.trainers.policy import merged_state_dict
 
     if hasattr(engine, "update_weights"):  # in-process (vLLM colocate)
         engine.update_weights(merged_state_dict(model))
-        return "loaded"
-    if getattr(engine, "syncs_weights", False):  # a server: through a published folder
+    elif getattr(engine, "syncs_weights", False):  # a server: through a published folder
         engine.load_weights(publish(), version)
-        return "published"
-    return "shared"  # the transformers engine samples from the policy object itself

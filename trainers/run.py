@@ -118,8 +118,8 @@ def evaluate_model(
     are rendered and tokenized here, as in training)."""
     from reasonloop.storage.samplers import split_filter
     from reasonloop.tasks import prompts as prompt_policy
-    from reasonloop.tasks.engines import SamplingParams
-    from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+    from reasonloop.tasks.engines import SamplingParams, make_engine
+    from reasonloop.tasks.models.loading import load_tokenizer
     from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
     from reasonloop.trainers.step_utils import resolve_device
 
@@ -129,21 +129,18 @@ def evaluate_model(
         f"SELECT id, prompt, messages, answer, answer_type, taxonomy FROM problems WHERE {where} ORDER BY id LIMIT $n",
         params,
     ).to_pylist()
-    from reasonloop.tasks.models.loading import load_tokenizer
-
     tokenizer = load_tokenizer(model)
-    if engine == "transformers":
-        sampler: Any = TransformersEngine(model, batch_size=batch_size, device=str(resolve_device(device)), dtype=dtype)
-    elif engine == "vllm":
-        from reasonloop.tasks.engines.vllm_engine import VLLMEngine
-
-        sampler = VLLMEngine(str(model), dtype=dtype)
-    elif engine == "openai":
-        from reasonloop.tasks.engines.openai_engine import OpenAIEngine
-
-        sampler = OpenAIEngine(engine_url, str(model), tokenizer=tokenizer)
-    else:
-        raise ValueError(f"unknown engine {engine!r}: transformers, vllm or openai")
+    options: dict[str, dict[str, Any]] = {
+        "transformers": {
+            "model": model,
+            "batch_size": batch_size,
+            "device": str(resolve_device(device)),
+            "dtype": dtype,
+        },
+        "vllm": {"model": str(model), "dtype": dtype},
+        "openai": {"base_url": engine_url, "model": str(model), "tokenizer": tokenizer},
+    }
+    sampler = make_engine(engine, **options.get(engine, {}))  # an unknown name fails listing the valid ones
     rendered = [prompt_policy.render(tokenizer, p["prompt"], p["messages"], chat_template) for p in problems]
     # Token ids where the engine takes them: the exact prompt training sees, whoever samples.
     prompts = [prompt_policy.encode(tokenizer, r) for r in rendered] if sampler.accepts_token_ids else rendered

@@ -3,14 +3,14 @@ and it counts requests and the most that were in flight at once."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.procs.http_server import LocalJSONServer
 
-class FakeOpenAI:
+
+class FakeOpenAI(LocalJSONServer):
     def __init__(
         self, *, fail_first: int = 0, fail_status: int = 500, delay_s: float = 0.0, fail_prompt: str = ""
     ) -> None:
@@ -20,21 +20,7 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeOpenAI:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__init__()
 
     def _reply(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
@@ -52,35 +38,18 @@ class FakeOpenAI:
                                 "finish_reason": "length"})  # fmt: skip
         return {"choices": choices}
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    fake.requests.append(body)
-                    number = len(fake.requests)
-                    fake.in_flight += 1
-                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                try:
-                    time.sleep(fake.delay_s)
-                    prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
-                    if number <= fake.fail_first or (fake.fail_prompt and fake.fail_prompt in str(prompt)):
-                        status, payload = fake.fail_status, {"error": "scripted failure"}
-                    else:
-                        status, payload = 200, fake._reply(body, chat=self.path.endswith("chat/completions"))
-                    data = json.dumps(payload).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
-
-        return Handler
+    def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.requests.append(body)
+            number = len(self.requests)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay_s)
+            prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+            if number <= self.fail_first or (self.fail_prompt and self.fail_prompt in str(prompt)):
+                return self.fail_status, {"error": "scripted failure"}
+            return 200, self._reply(body, chat=path.endswith("chat/completions"))
+        finally:
+            with self.lock:
+                self.in_flight -= 1

@@ -5,17 +5,17 @@ It records every request and every load, so tests can check the protocol's order
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file
 
+from tests.procs.http_server import LocalJSONServer
 
-class ModelServer:
+
+class ModelServer(LocalJSONServer):
     def __init__(self, model_dir: Path) -> None:
         from reasonloop.tasks.engines.transformers_engine import TransformersEngine
 
@@ -24,21 +24,7 @@ class ModelServer:
         self.requests: list[dict[str, Any]] = []
         self.loads: list[tuple[str, int]] = []  # (path, version) per weight sync
         self.versions_served: list[int] = []  # the loaded version at each completions request
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> ModelServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__init__()
 
     def load(self, body: dict[str, Any]) -> dict[str, Any]:
         state = load_file(str(Path(body["path"]) / "model.safetensors"))
@@ -69,30 +55,13 @@ class ModelServer:
                 "model": body.get("model", ""), "choices": choices,
                 "usage": {"prompt_tokens": len(prompt), "completion_tokens": tokens, "total_tokens": len(prompt) + tokens}}  # fmt: skip
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, **body})
-                try:
-                    if self.path == "/reasonloop/load_weights":
-                        status, payload = 200, server.load(body)
-                    elif self.path == "/v1/completions":
-                        status, payload = 200, server.complete(body)
-                    else:
-                        status, payload = 404, {"error": f"no route {self.path}"}
-                except Exception as exc:
-                    status, payload = 500, {"error": repr(exc)}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        return Handler
+    def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.requests.append({"path": path, **body})
+        try:
+            if path == "/reasonloop/load_weights":
+                return 200, self.load(body)
+            if path == "/v1/completions":
+                return 200, self.complete(body)
+            return 404, {"error": f"no route {path}"}
+        except Exception as exc:  # a server answers 500, it does not die
+            return 500, {"error": repr(exc)}
