@@ -71,11 +71,24 @@ def ray_head(harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert proc.poll() is not None
 
 
-def committed_rows(store: ReplayStore) -> int:
+def committed_prompts(store: ReplayStore) -> set[str]:
     try:
-        return store.query("SELECT count(*) AS n FROM problems").column("n")[0].as_py()
+        return set(store.query("SELECT prompt FROM problems").column("prompt").to_pylist())
     except Exception:  # nothing committed yet
-        return 0
+        return set()
+
+
+def prompts_of_each_chunk(config: dict) -> list[set[str]]:
+    """The prompts only chunk i draws (prompts two chunks share would blur whose batch landed)."""
+    from reasonloop.flows.synthesis import chunk_ranges
+    from reasonloop.tasks.recipes.veritime import generate_range
+
+    per_chunk = [{row["prompt"] for row in generate_range(VeriTimeConfig(**config), lo, hi)[0]}
+                 for lo, hi in chunk_ranges(N, CHUNKS)]  # fmt: skip
+    return [
+        drawn - set().union(*(other for j, other in enumerate(per_chunk) if j != i))
+        for i, drawn in enumerate(per_chunk)
+    ]
 
 
 def rows(store: ReplayStore, table: str) -> list[str]:
@@ -94,11 +107,17 @@ def test_ray_chunks_give_the_thread_runs_rows_and_a_killed_chunk_reruns(ray_head
     killed: list[int] = []
     done = threading.Event()
 
-    def kill_one_mid_way() -> None:  # once some batches are committed, kill a worker in the middle of its chunk
+    chunk_prompts = prompts_of_each_chunk(config)
+
+    def kill_one_mid_way() -> None:
+        """Kill a busy worker only while every running chunk has committed some batches and not all:
+        with two task slots (`--num-cpus 2`), two chunks mid-way means both busy workers are on one
+        that has committed batches, whichever of them is killed."""
         while not done.is_set() and not killed:
-            committed = committed_rows(on_ray)
+            committed = committed_prompts(on_ray)
+            mid_way = [drawn for drawn in chunk_prompts if 0 < len(drawn & committed) < len(drawn)]
             busy = ray_worker_pids()
-            if committed >= 4 * BATCH and busy:
+            if len(mid_way) == 2 and busy:
                 os.kill(busy[0], signal.SIGKILL)
                 killed.append(busy[0])
             time.sleep(0.05)
