@@ -77,6 +77,75 @@ def split_lm(model: Any) -> tuple[Any, Any] | None:
     return decoder, head
 
 
+@lru_cache(maxsize=32)
+def _cache_keyword(decoder_cls: type) -> str | None:
+    """The decoder's KV-cache argument: `cache` (transformers 5), `past_key_values` (4.x), or None."""
+    params = inspect.signature(decoder_cls.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
+def can_share_prompts(model: Any, decoder: Any) -> bool:
+    """Whether the decoder can continue from a prompt's KV cache here: it takes a cache, and no
+    gradient checkpointing is on (transformers turns the cache off under it while training)."""
+    if _cache_keyword(type(decoder)) is None:
+        return False
+    return not (torch.is_grad_enabled() and activation_checkpointing(model))
+
+
+def activation_checkpointing(model: Any) -> bool:
+    """Whether gradient (activation) checkpointing is on (transformers 5 renamed the flag)."""
+    name = (
+        "is_activation_checkpointing"
+        if hasattr(type(model), "is_activation_checkpointing")
+        else "is_gradient_checkpointing"
+    )
+    return bool(getattr(model, name, False))
+
+
+def shared_prompt_hidden(
+    decoder: Any, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The hidden states that predict each completion token, with every distinct prompt run once:
+    the U distinct prompts (left-padded to P) fill a KV cache, its rows are copied to their B
+    samples (an index op: the samples' gradients add up on the shared prompt), and the completions
+    (right-padded to T) run on that cache. The same values as one forward over [prompt | completion]
+    rows, for (U·P + B·T) tokens instead of B·(P+T). Returns hidden (B, T, H), targets (B, T) and
+    the completion mask (B, T)."""
+    from transformers import DynamicCache
+
+    distinct: dict[tuple[int, ...], int] = {}
+    row_prompt = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], device=device)
+    p_len = max(len(p) for p in distinct)
+    t_len = max(1, max(len(c) for c in completions))
+    prompt_ids = torch.full((len(distinct), p_len), pad_id, dtype=torch.long)
+    prompt_attn = torch.zeros((len(distinct), p_len), dtype=torch.long)
+    for row, prompt in enumerate(distinct):
+        prompt_ids[row, p_len - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        prompt_attn[row, p_len - len(prompt) :] = 1
+    comp_ids = torch.full((len(completions), t_len), pad_id, dtype=torch.long)
+    comp_attn = torch.zeros((len(completions), t_len), dtype=torch.long)
+    for row, completion in enumerate(completions):
+        comp_ids[row, : len(completion)] = torch.tensor(completion, dtype=torch.long)
+        comp_attn[row, : len(completion)] = 1
+    prompt_ids, prompt_attn = prompt_ids.to(device), prompt_attn.to(device)
+    comp_ids, comp_attn = comp_ids.to(device), comp_attn.to(device)
+    cache = DynamicCache()
+    keyword = _cache_keyword(type(decoder))
+    positions = (prompt_attn.cumsum(-1) - 1).clamp(min=0)
+    prompt_hidden = decoder(
+        input_ids=prompt_ids, attention_mask=prompt_attn, position_ids=positions, use_cache=True, **{keyword: cache}
+    ).last_hidden_state[:, -1:][row_prompt]  # (B, 1, H): predicts completion token 0
+    cache.batch_select_indices(row_prompt)
+    attention = torch.cat([prompt_attn[row_prompt], comp_attn], dim=1)  # (B, P+T)
+    comp_positions = prompt_attn.sum(-1)[row_prompt, None] + torch.arange(t_len, device=device)
+    comp_hidden = decoder(
+        input_ids=comp_ids, attention_mask=attention, position_ids=comp_positions, use_cache=True, **{keyword: cache}
+    ).last_hidden_state  # (B, T, H): position t predicts token t+1
+    hidden = torch.cat([prompt_hidden, comp_hidden[:, :-1]], dim=1)
+    return hidden, comp_ids, comp_attn.bool()
+
+
 def _chunk_logprobs(
     hidden: torch.Tensor, targets: torch.Tensor, head: Any, temperature: float, out: dict
 ) -> torch.Tensor:
@@ -125,18 +194,23 @@ def completion_logprobs(
     temperature: float = 1.0,
     entropy: bool = True,
     chunk_tokens: int = CHUNK_TOKENS,
+    share_prompts: bool = True,
 ) -> ScoredBatch:
-    """Logprobs and entropies of each completion token given its prompt (gradients flow if enabled)."""
+    """Logprobs and entropies of each completion token given its prompt (gradients flow if enabled).
+    Rows with the same prompt (a GRPO group's samples) share one prompt forward (`shared_prompt_hidden`)."""
     parts = split_lm(model)
     if parts is None:
         return full_vocab_logprobs(model, prompts, completions, pad_id=pad_id, temperature=temperature)
     decoder, head = parts
     device = next(model.parameters()).device
-    ids, attn, mask, p_len = pack(prompts, completions, pad_id, device)
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    hidden = decoder(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False).last_hidden_state
-    hidden = hidden[:, p_len - 1 : -1]  # position i predicts token i+1: (B, T, H)
-    targets = ids[:, p_len:]
+    if share_prompts and can_share_prompts(model, decoder) and len({tuple(p) for p in prompts}) < len(prompts):
+        hidden, targets, mask = shared_prompt_hidden(decoder, prompts, completions, pad_id, device)
+    else:
+        ids, attn, mask, p_len = pack(prompts, completions, pad_id, device)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        hidden = decoder(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False).last_hidden_state
+        hidden = hidden[:, p_len - 1 : -1]  # position i predicts token i+1: (B, T, H)
+        targets = ids[:, p_len:]
     zeros = torch.zeros(mask.shape, dtype=torch.float32, device=device)
     vocab = head.weight.shape[0] if hasattr(head, "weight") else 0
     if vocab and mask.numel() * vocab * 4 <= RECOMPUTE_BYTES:

@@ -30,7 +30,7 @@ from reasonloop.tasks.models.precision import compute_in
 from reasonloop.trainers.algos import ClipRange, LossFn, kl_k3
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist
-from reasonloop.trainers.logprobs import batched_logprobs, completion_logprobs
+from reasonloop.trainers.logprobs import activation_checkpointing, batched_logprobs, completion_logprobs
 from reasonloop.trainers.step_utils import derive_seed, pad, split_indices
 
 
@@ -44,12 +44,7 @@ def train_mode_matters(model: Any) -> bool:
         return True
     if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
         return True
-    name = (
-        "is_activation_checkpointing"
-        if hasattr(type(model), "is_activation_checkpointing")
-        else "is_gradient_checkpointing"
-    )
-    return bool(getattr(model, name, False))
+    return activation_checkpointing(model)
 
 
 class MiniBatch(NamedTuple):
