@@ -35,6 +35,7 @@ CHECKPOINTS = TableSpec(
     defaults={"promoted": False, "kind": "full"},
     enums={"kind": CHECKPOINT_KINDS},
     finite=("eval_scores",),
+    range_columns=("step",),
     nonnegative=("step",),
     texts=("path", "watermark"),
 )

@@ -56,6 +56,7 @@ class TableSpec:
     equal_lengths: tuple[tuple[str, str], ...] = ()  # list columns that must have equal length
     texts: tuple[str, ...] = ()  # string columns checked against the text size limit
     nonempty: tuple[str, ...] = ()  # string columns that may not be ""
+    range_columns: tuple[str, ...] = ()  # integer columns whose per-file min/max the commit log keeps (file pruning)
     doc: str = ""
 
     @cached_property

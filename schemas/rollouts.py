@@ -47,6 +47,7 @@ ROLLOUTS = TableSpec(
     defaults={"stage": "single"},
     enums={"stage": STAGES, "finish_reason": FINISH_REASONS},
     finite=("reward", "rewards", "advantage", "logprobs", "entropy"),
+    range_columns=("policy_version",),
     nonnegative=("sample_idx", "policy_version", "prompt_ids", "completion_ids"),
     equal_lengths=(("completion_ids", "logprobs"),),
     texts=("prompt", "completion"),

@@ -23,5 +23,6 @@ TRAIN_METRICS = TableSpec(
     id_key=("run_id", "step"),
     partition_by="run_id",
     sort_by=("step",),
+    range_columns=("step",),
     nonnegative=("step",),
 )

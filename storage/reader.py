@@ -44,14 +44,36 @@ class Snapshot:
         return self.compacted + self.deltas
 
 
-def snapshot(root: Path, table: str, partition: str | None = None) -> Snapshot:
-    """List deltas first, then read the manifest (see storage.manifest for why this order)."""
+Bounds = dict[str, tuple[int | None, int | None]]  # column -> (low, high) a filter keeps; None: open
+
+
+def snapshot(root: Path, table: str, partition: str | None = None, *, bounds: Bounds | None = None) -> Snapshot:
+    """List deltas first, then read the manifest (see storage.manifest for why this order).
+    `bounds`: leave out the delta files whose logged range of a column lies outside (low, high)
+    — files of which the caller's filter keeps no row, so leaving them out changes no result and
+    DuckDB never opens them. Compacted files stay (few, and pruned by row-group statistics)."""
     table_dir = root / table
     listed = list(iter_delta_files(table_dir, partition))
     manifest = load_manifest(table_dir)
     deltas = tuple(p for p in listed if not manifest.is_folded(p.parent.name, p.name))
+    if bounds:
+        ranges = commit_log.file_ranges(table_dir)
+        deltas = tuple(p for p in deltas if may_match(ranges.get(f"{p.parent.name}/{p.name}"), bounds))
     compacted = tuple(table_dir / rel for rel in manifest.compacted_files(partition))
     return Snapshot(table, compacted, deltas, manifest.version)
+
+
+def may_match(ranges: commit_log.Ranges | None, bounds: Bounds) -> bool:
+    """Whether a file with these logged ranges can hold a row within `bounds` (unknown: yes)."""
+    if not ranges:
+        return True
+    for column, (low, high) in bounds.items():
+        if column not in ranges:
+            continue
+        file_low, file_high = ranges[column]
+        if (low is not None and file_high < low) or (high is not None and file_low > high):
+            return False
+    return True
 
 
 def _sql_str(text: str) -> str:
@@ -143,11 +165,15 @@ class StoreReader:
         """Run SQL against the views; the whole result as an Arrow table."""
         return self.con.sql(sql, params=params).to_arrow_table()
 
-    def scan(self, table: str, *, where: str | None = None, partition: str | None = None) -> str:
+    def scan(
+        self, table: str, *, where: str | None = None, partition: str | None = None, bounds: Bounds | None = None
+    ) -> str:
         """SQL text for a fresh snapshot of `table` (optionally one partition dir, e.g.
-        'run_id=abc'), filtered by `where` before deduplication."""
+        'run_id=abc'), filtered by `where` before deduplication. `bounds` must be implied by
+        `where` (e.g. `policy_version BETWEEN $low AND $high` with the same values): files
+        outside them are not read at all (see `snapshot`)."""
         spec = get_table(table)
-        snap = snapshot(self.root, table, partition)
+        snap = snapshot(self.root, table, partition, bounds=bounds)
         if len(snap.deltas) > 1:
             self.order_table(table)
         return scan_sql(spec, snap, where)

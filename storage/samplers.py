@@ -35,8 +35,9 @@ def staleness_window(
     """Rollouts with current - k <= policy_version <= current; with `limit`, a uniform sample
     of that many (deterministic for a seed)."""
     where = "policy_version BETWEEN $low AND $high"
-    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id))
     params: dict = {"low": current_version - max_staleness, "high": current_version}
+    bounds = {"policy_version": (params["low"], params["high"])}
+    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id), bounds=bounds)
     sql = f"SELECT * FROM ({scan}) ORDER BY {_seeded_order(seed)}"
     if seed is not None:
         params["seed"] = str(seed)
@@ -71,7 +72,8 @@ def nonzero_std_groups(
     params: dict = {"low": min_version}
     if max_version is not None:
         params["high"] = max_version
-    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id))
+    bounds = {"policy_version": (min_version, max_version)}
+    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id), bounds=bounds)
     sql = (
         f"WITH r AS ({scan}) SELECT * FROM r WHERE group_id IN "
         "(SELECT group_id FROM r GROUP BY group_id HAVING max(reward) > min(reward)) "
@@ -103,7 +105,9 @@ def replay_groups(
     """`groups` whole groups of a run with low <= policy_version <= high and a non-zero advantage
     (groups that can still teach something), chosen uniformly for a seed."""
     where = "policy_version BETWEEN $low AND $high AND advantage <> 0 AND list_contains($stages, stage)"
-    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id))
+    scan = reader.scan(
+        "rollouts", where=where, partition=_run_partition(run_id), bounds={"policy_version": (low, high)}
+    )
     sql = (
         f"WITH r AS ({scan}) SELECT * FROM r WHERE group_id IN "
         "(SELECT group_id FROM (SELECT DISTINCT group_id FROM r) ORDER BY hash(group_id || $seed) LIMIT $n) "

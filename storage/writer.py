@@ -96,6 +96,16 @@ def split_by_partition(spec: TableSpec, table: pa.Table) -> list[tuple[str, pa.T
     return [(v, table.filter(pc.equal(column, v))) for v in sorted(values)]
 
 
+def column_ranges(spec: TableSpec, table: pa.Table) -> commit_log.Ranges:
+    """min/max of the table's range columns in these rows (what the commit log keeps for pruning)."""
+    ranges = {}
+    for column in spec.range_columns:
+        bounds = pc.min_max(table.column(column)).as_py()
+        if bounds["min"] is not None:
+            ranges[column] = (bounds["min"], bounds["max"])
+    return ranges
+
+
 def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOptions) -> Committed:
     """Publish a validated table (already in `spec.schema`) as one file per partition."""
     result = Committed()
@@ -103,7 +113,7 @@ def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOpti
         return result
     table, result.duplicates = first_occurrences(table)
     table_dir = root / spec.name
-    logged: list[tuple[str, int]] = []
+    logged: list[tuple[str, int, commit_log.Ranges]] = []
     for value, part in split_by_partition(spec, table):
         pdir_name = partition_dir_name(spec.partition_by, value)
         name = batch_name(spec, pdir_name, part.column("id"))
@@ -129,7 +139,7 @@ def commit_rows(root: Path, spec: TableSpec, table: pa.Table, options: WriteOpti
         if publish(tmp, final, exclusive=True, sync=options.sync):
             result.rows += part.num_rows
             result.files.append(final)
-            logged.append((f"{pdir_name}/{name}", part.num_rows))
+            logged.append((f"{pdir_name}/{name}", part.num_rows, column_ranges(spec, part)))
         else:
             result.duplicates += part.num_rows
             result.existing.append(final)

@@ -112,3 +112,17 @@ def test_dropping_finished_rows_samples_the_same_tokens(
     for a, b in zip(dropped, kept, strict=True):
         assert a.finish_reason == b.finish_reason
         assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+
+
+def test_shared_prompt_gradients_are_bit_identical_run_to_run(tiny_model_dir: Path) -> None:
+    """A step's samples come shuffled (a prompt's rows spread over the batch): the gradient that the
+    shared prompt collects from them must not depend on thread timing, or one seed gives two runs."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    g = torch.Generator().manual_seed(4)
+    distinct = [torch.randint(3, model.config.vocab_size, (int(n),), generator=g).tolist() for n in range(40, 80, 5)]
+    order = torch.randperm(64, generator=g).tolist()
+    prompts = [distinct[i % len(distinct)] for i in order]
+    completions = [torch.randint(3, model.config.vocab_size, (20 + i % 25,), generator=g).tolist() for i in range(64)]
+    runs = [scored_with_grads(model, prompts, completions, share=True)[1] for _ in range(8)]
+    for grads in runs[1:]:
+        assert all(torch.equal(grads[name], runs[0][name]) for name in grads)

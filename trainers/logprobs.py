@@ -102,6 +102,20 @@ def activation_checkpointing(model: Any) -> bool:
     return bool(getattr(model, name, False))
 
 
+def copy_cache_rows(cache: Any, rows: torch.Tensor) -> None:
+    """Cache rows -> `rows` (B,) of them, repeats allowed, by `index_select`: its backward adds the
+    samples' gradients with `index_add_`, deterministic on CPU, where the backward of `x[rows]`
+    (an accumulating `index_put_`) sums repeated rows in a thread-dependent order — runs with one
+    seed then differed in the last bits from step 2 on."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:  # transformers 4.x before cache layers: its own row selection
+        cache.batch_select_indices(rows)
+        return
+    for layer in layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+
+
 def shared_prompt_hidden(
     decoder: Any, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
     device: torch.device,
@@ -133,10 +147,14 @@ def shared_prompt_hidden(
     cache = DynamicCache()
     keyword = _cache_keyword(type(decoder))
     positions = (prompt_attn.cumsum(-1) - 1).clamp(min=0)
-    prompt_hidden = decoder(
-        input_ids=prompt_ids, attention_mask=prompt_attn, position_ids=positions, use_cache=True, **{keyword: cache}
-    ).last_hidden_state[:, -1:][row_prompt]  # (B, 1, H): predicts completion token 0
-    cache.batch_select_indices(row_prompt)
+    prompt_hidden = (
+        decoder(
+            input_ids=prompt_ids, attention_mask=prompt_attn, position_ids=positions, use_cache=True, **{keyword: cache}
+        )
+        .last_hidden_state[:, -1:]
+        .index_select(0, row_prompt)
+    )  # (B, 1, H): predicts completion token 0
+    copy_cache_rows(cache, row_prompt)
     attention = torch.cat([prompt_attn[row_prompt], comp_attn], dim=1)  # (B, P+T)
     comp_positions = prompt_attn.sum(-1)[row_prompt, None] + torch.arange(t_len, device=device)
     comp_hidden = decoder(
