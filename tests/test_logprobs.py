@@ -1,7 +1,7 @@
 """The trainer's logprob forward: a GRPO group's shared prompt runs once (trainers/logprobs.py::
 shared_prompt_hidden) and gives the values and gradients of one forward over whole rows, on both
-model kinds, through the chunked LM-head path too; the engine drops finished rows without changing
-what it samples."""
+model kinds, through the chunked LM-head path too, with gradients that do not depend on thread
+timing."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
-import reasonloop.tasks.engines.transformers_engine as transformers_engine
 import reasonloop.trainers.logprobs as logprobs
-from reasonloop.tasks.engines import SamplingParams
 from reasonloop.trainers.logprobs import can_share_prompts, completion_logprobs, full_vocab_logprobs, split_lm
 
 QUESTIONS = ("12+7=", "3+45=", "60+1=", "8+8=", "21+30=")
@@ -53,7 +51,10 @@ def assert_same(a, grads_a, b, grads_b) -> None:
     assert torch.allclose(a.entropies, b.entropies, atol=2e-5)
     assert grads_a.keys() == grads_b.keys()
     for name, grad in grads_a.items():
-        assert torch.allclose(grad, grads_b[name], rtol=1e-4, atol=1e-6), name
+        # Relative to the tensor's largest entry: an element that is a near-cancelling sum (the tied
+        # embedding of a frequent token) differs in its own last bits by more than 1e-4 of itself.
+        scale = grad.abs().max().item()
+        assert (grad - grads_b[name]).abs().max().item() <= 1e-5 * scale, name
 
 
 def test_shared_prompts_give_the_values_and_gradients_of_whole_rows(model: torch.nn.Module) -> None:
@@ -91,27 +92,6 @@ def test_gradient_checkpointing_falls_back_to_whole_rows(tiny_model_dir: Path) -
         assert can_share_prompts(model, split_lm(model)[0])  # no gradient: the cache is kept
     got, got_grads = scored_with_grads(model, prompts, completions, share=True)
     assert_same(expected, expected_grads, got, got_grads)
-
-
-def test_dropping_finished_rows_samples_the_same_tokens(
-    sft_model: Path, model_kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The engine drops finished rows from its cache (`COMPACT_EVERY`); the trained model's
-    completions end at different lengths, and every token and logprob is as without dropping."""
-    engine = transformers_engine.TransformersEngine(
-        sft_model, AutoTokenizer.from_pretrained(sft_model), dtype="float32"
-    )
-    prompts = [q if model_kind == "char" else [{"role": "user", "content": q}] for q in QUESTIONS]
-    sampling = SamplingParams(temperature=1.0, max_new_tokens=24, seeds=tuple(range(len(prompts))))
-    dropped = engine.generate(prompts, 4, sampling)
-    monkeypatch.setattr(transformers_engine, "COMPACT_EVERY", 0)  # never drop
-    kept = engine.generate(prompts, 4, sampling)
-    lengths = {len(c.token_ids) for c in kept}
-    assert len(lengths) > 2 and any(c.finish_reason == "stop" for c in kept), "rows must finish at different steps"
-    assert [c.token_ids for c in dropped] == [c.token_ids for c in kept]
-    for a, b in zip(dropped, kept, strict=True):
-        assert a.finish_reason == b.finish_reason
-        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
 
 
 def test_shared_prompt_gradients_are_bit_identical_run_to_run(tiny_model_dir: Path) -> None:

@@ -39,9 +39,6 @@ def truncate_logprobs(logp: torch.Tensor, top_k: int, top_p: float) -> torch.Ten
 
 
 MASK64 = (1 << 64) - 1
-# Finished rows leave the cache once they are this share (1/COMPACT_EVERY) of the rows still in it:
-# dropping them costs one copy of the cache, which the growing cache pays every step anyway.
-COMPACT_EVERY = 8
 
 
 def signed64(x: int) -> int:
@@ -188,44 +185,34 @@ class TransformersEngine:
         entropies = torch.zeros((batch, steps), device=device)
         lengths = torch.full((batch,), steps, dtype=torch.long, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        # The rows still in the cache (indices into the batch): finished rows are dropped from the
-        # cache and the forward (`_compact`), so a step costs what its unfinished rows cost.
-        rows = torch.arange(batch, device=device)
         next_pos = positions[:, -1:] + 1
         greedy = sampling.temperature == 0
         for t in range(steps):
             scaled = logits.float() if greedy else logits.float() / sampling.temperature
-            logp = torch.log_softmax(scaled, dim=-1)  # (B', V): the distribution we record
+            logp = torch.log_softmax(scaled, dim=-1)  # (B, V): the distribution we record
             probs = logp.exp()
             truncated = sampling.top_k or sampling.top_p < 1.0
             if greedy:
                 token = logp.argmax(-1)
             elif row_keys is not None:
                 sample_logp = truncate_logprobs(logp, sampling.top_k, sampling.top_p) if truncated else logp
-                token = sample_inverse_cdf(sample_logp, counter_uniform(row_keys[rows], t))
+                token = sample_inverse_cdf(sample_logp, counter_uniform(row_keys, t))
             elif truncated:
                 sample_logp = truncate_logprobs(logp, sampling.top_k, sampling.top_p)
                 token = torch.multinomial(sample_logp.exp(), 1, generator=generator).squeeze(-1)
             else:
                 token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            done = finished[rows]
-            token = token.masked_fill(done, self.pad_id)
-            tokens[rows, t] = token
-            logprobs[rows, t] = logp.gather(-1, token[:, None]).squeeze(-1)
-            entropies[rows, t] = torch.special.entr(probs).sum(-1)
-            stopped = ~done & torch.isin(token, stop_ids) if not sampling.ignore_eos else torch.zeros_like(done)
+            token = token.masked_fill(finished, self.pad_id)
+            tokens[:, t] = token
+            logprobs[:, t] = logp.gather(-1, token[:, None]).squeeze(-1)
+            entropies[:, t] = torch.special.entr(probs).sum(-1)
+            stopped = ~finished & torch.isin(token, stop_ids) if not sampling.ignore_eos else torch.zeros_like(finished)
             if sampling.stop:
-                stopped |= self._stop_strings(tokens[rows, : t + 1], ~done & ~stopped, sampling.stop)
-            lengths[rows[stopped]] = t + 1
-            finished[rows[stopped]] = True
+                stopped |= self._stop_strings(tokens[:, : t + 1], ~finished & ~stopped, sampling.stop)
+            lengths = torch.where(stopped, torch.full_like(lengths, t + 1), lengths)
+            finished |= stopped
             if finished.all() or t == steps - 1:
                 break
-            done = finished[rows]
-            if int(done.sum()) * COMPACT_EVERY >= len(rows):
-                keep = (~done).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                rows, token, next_pos = rows[keep], token[keep], next_pos[keep]
-                full_attention = full_attention[keep]
             logits = self.model(
                 input_ids=token[:, None], attention_mask=full_attention[:, : p_len + t + 1], position_ids=next_pos,
                 use_cache=True, **kw,
