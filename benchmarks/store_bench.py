@@ -18,6 +18,10 @@
    followed through the commit log, before committing; no cross-process lock counted).
 5. --commits N: a trainer-like run of N commits of 8 rows into one partition, compacted every 64
    files: commit time at the start and the end, and the manifest's size (it must stay bounded).
+6. --prune-files N[,N...]: the same 1024-row staleness-window sample over `--rows` rows in N delta
+   files (one policy version each), with the commit log's per-file ranges (only the window's
+   files reach DuckDB) and without them (every file of the run, as before pruning), interleaved,
+   and after compaction into one file for reference.
 Both sides run in the same process, interleaved, so machine noise hits both.
 """
 
@@ -41,7 +45,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reasonloop.schemas import row_id
-from reasonloop.storage import ReplayStore, StoreConfig
+from reasonloop.storage import ReplayStore, StoreConfig, commit_log
 from reasonloop.storage.compaction import CompactionPolicy
 from reasonloop.storage.samplers import staleness_window
 from reasonloop.storage.writer import WriteOptions
@@ -209,6 +213,41 @@ def commits_arm(n: int, scratch: Path, grace: float, window: int = 2000) -> None
     shutil.rmtree(scratch / "commits")
 
 
+def prune_arm(n_files: int, total_rows: int, scratch: Path, repeats: int = 7) -> None:
+    """Sampling over many small files with and without the commit log's per-file ranges."""
+    rows = max(8, total_rows // n_files)
+    rng = np.random.default_rng(1)
+    store = ReplayStore(scratch / f"prune-{n_files}", StoreConfig(write=WriteOptions(sync=False)))
+    start = time.perf_counter()
+    for version in range(n_files):
+        store.write("rollouts", make_batch(rng, version, rows, "bench"))
+    made = time.perf_counter() - start
+    current, unpruned = n_files - 1, commit_log.file_ranges
+    pruned_s, full_s = [], []
+    for seed in range(repeats):  # interleaved
+        for arm, out in (("pruned", pruned_s), ("full", full_s)):
+            if arm == "full":
+                commit_log.file_ranges = lambda table_dir: {}  # as before: no ranges, every file is read
+            try:
+                with store.reader() as reader:
+                    t = time.perf_counter()
+                    got = staleness_window(
+                        reader, "bench", current_version=current, max_staleness=16, limit=1024, seed=seed
+                    )
+                    out.append(time.perf_counter() - t)
+            finally:
+                commit_log.file_ranges = unpruned
+            assert got.num_rows == min(1024, 17 * rows), got.num_rows
+    store.compact("rollouts", CompactionPolicy(min_files=1, grace_seconds=0))
+    compacted = time_sample(store, current) if 17 * rows >= 1024 else float("nan")
+    pruned, full = statistics.median(pruned_s), statistics.median(full_s)
+    print(f"\nsample 1024 rows (window of 17 versions) over {n_files} files x {rows} rows ({made:.0f} s to write):")
+    print(f"  every file (no ranges):   {full * 1000:8.1f} ms")
+    print(f"  pruned by logged ranges:  {pruned * 1000:8.1f} ms   ratio {full / pruned:.1f}x")
+    print(f"  after compaction (1 file): {compacted * 1000:7.1f} ms")
+    shutil.rmtree(store.root)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -219,8 +258,11 @@ def main() -> None:
     parser.add_argument("--commits", type=int, default=0, help="also an N-commit run (manifest size, commit time)")
     parser.add_argument("--grace", type=float, default=60.0, help="compaction grace period of the N-commit run (s)")
     parser.add_argument("--skip-ingest", action="store_true", help="only the extra arms (no ingest/sampling)")
+    parser.add_argument("--prune-files", default="", help="also the pruning arm at these file counts, e.g. 1000,10000")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(dir=args.out))
+    for n_files in [int(n) for n in args.prune_files.split(",") if n]:
+        prune_arm(n_files, args.rows, scratch)
     if args.commits:
         commits_arm(args.commits, scratch, args.grace)
     if args.skip_ingest and not (args.delta or args.dedup):
