@@ -20,6 +20,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.engines.static_decode import StaticDecoder
 from reasonloop.tasks.models.precision import compute_in, eos_token_ids, pad_token_id, resolve_dtype
 
 
@@ -91,10 +92,13 @@ class TransformersEngine:
         batch_size: int = 64,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
+        static_decode: bool = True,
     ) -> None:
         """`model`: a model object (with its `tokenizer`), or a folder / hub id, loaded here in the
         compute `dtype` (inference needs no fp32 masters). `dtype` for a model object: the dtype
-        its forward passes run in (None: its parameters')."""
+        its forward passes run in (None: its parameters'). `static_decode`: decode Llama-shaped
+        models through `StaticDecoder` (False: always transformers' forward)."""
+        self.static_decode = static_decode
         if isinstance(model, (str, Path)):
             from reasonloop.tasks.models.loading import dtype_source, load_causal_lm, load_tokenizer
 
@@ -176,9 +180,15 @@ class TransformersEngine:
         ).logits[:, -1, :][job_prompt]
         if len(distinct) < batch:
             cache.batch_select_indices(job_prompt)
+        # Decode steps through a static KV buffer where the model is Llama-shaped (static_decode.py:
+        # the same values without transformers' per-call plumbing, ~3x faster for small models).
+        static = StaticDecoder(self.model, cache, p_len, steps) if self.static_decode and StaticDecoder.supports(
+            self.model, cache, p_len + steps
+        ) else None  # fmt: skip
         # One mask for the whole run, sliced per step (growing it by concatenation costs a copy).
         full_attention = torch.ones((batch, p_len + steps), dtype=torch.long, device=device)
         full_attention[:, :p_len] = attention[job_prompt]
+        visible = full_attention.bool()
         positions = positions[job_prompt]
         tokens = torch.full((batch, steps), self.pad_id, dtype=torch.long, device=device)
         logprobs = torch.zeros((batch, steps), device=device)
@@ -213,10 +223,13 @@ class TransformersEngine:
             finished |= stopped
             if finished.all() or t == steps - 1:
                 break
-            logits = self.model(
-                input_ids=token[:, None], attention_mask=full_attention[:, : p_len + t + 1], position_ids=next_pos,
-                use_cache=True, **kw,
-            ).logits[:, -1, :]  # fmt: skip
+            if static is not None:
+                logits = static.step(token, next_pos, visible, t)
+            else:
+                logits = self.model(
+                    input_ids=token[:, None], attention_mask=full_attention[:, : p_len + t + 1], position_ids=next_pos,
+                    use_cache=True, **kw,
+                ).logits[:, -1, :]  # fmt: skip
             next_pos = next_pos + 1
         return self._completions(
             jobs,
