@@ -1,9 +1,10 @@
 """reasonloop's RL step (store in the loop) vs TRL's GRPOTrainer, same model, same work.
 
     pip install -e '.[bench]'    # TRL is a benchmark dependency only
-    python benchmarks/trl_compare.py [--steps 500]
+    python benchmarks/trl_compare.py [--steps 500] [--model char|bpe]
 
-Both sides: the tiny local Llama, 8 prompts x 4 generations x 32 new tokens (EOS suppressed on
+Both sides: the tiny local Llama (`--model bpe`: the Qwen2-shaped BPE test checkpoint, loaded in
+float32, prompts as conversations through its chat template on both sides), 8 prompts x 4 generations x 32 new tokens (EOS suppressed on
 both sides so every completion is 32 tokens), `dapo` loss (token-mean, ε 0.2/0.28), β = 0, fp32,
 constant lr 5e-5, AdamW without weight decay, grad-norm clip 1.0, one update per generation, torch
 1 thread, logging and checkpointing off, the same `exact` reward function on arith problems.
@@ -36,8 +37,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from transformers.utils import logging as hf_logging
 
 from reasonloop.storage import ReplayStore
+from reasonloop.tasks.models.bpe import init_bpe_model
 from reasonloop.tasks.models.tiny import init_tiny_model
 from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.tasks.recipes.chat import as_chat
 from reasonloop.tasks.rewards import get_reward
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.rl import RLTrainer
@@ -78,8 +81,8 @@ def run_trl(model_dir: Path, problems: list[dict], steps: int, out: Path) -> lis
     )  # fmt: skip
     timer = StepTimer()
     trainer = GRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=exact_reward, args=config,
-        train_dataset=Dataset.from_list([{"prompt": p["prompt"], "answer": p["answer"]} for p in problems]),
+        model=AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), reward_funcs=exact_reward, args=config,
+        train_dataset=Dataset.from_list([{"prompt": p.get("messages") or p["prompt"], "answer": p["answer"]} for p in problems]),
         processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[timer],
     )  # fmt: skip
     trainer.train()
@@ -93,7 +96,8 @@ def reasonloop_trainer(model_dir: Path, root: Path, steps: int) -> RLTrainer:
         max_completion_length=NEW_TOKENS, ignore_eos=True, lr=LR, weight_decay=0.0, max_grad_norm=1.0,
         rewards="exact", seed=0,
     )  # fmt: skip
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return RLTrainer(config, model=model, tokenizer=tokenizer, store=store, run_id="bench", output_dir=root / "ckpt")
 
 
@@ -118,13 +122,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--block", type=int, default=50, help="steps per side before switching")
+    parser.add_argument("--model", choices=("char", "bpe"), default="char")
     args = parser.parse_args()
     torch.set_num_threads(1)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     tmp = Path(tempfile.mkdtemp())
-    model_dir = init_tiny_model(tmp / "model", seed=0)
+    init = init_bpe_model if args.model == "bpe" else init_tiny_model
+    model_dir = init(tmp / "model", seed=0)
     problems, _ = generate(ArithConfig(n=4000, max_digits=3, seed=0))
+    if args.model == "bpe":
+        problems = as_chat(problems, [])[0]
     store = ReplayStore(tmp / "store")
     store.write("problems", problems)
     trainer = reasonloop_trainer(model_dir, tmp / "store", args.steps)
@@ -137,7 +145,7 @@ def main() -> None:
         theirs += trl_times
         block_ratios.append(statistics.median(times) / statistics.median(trl_times))
     print(
-        f"{PROMPTS} prompts x {GENERATIONS} generations x {NEW_TOKENS} tokens, dapo, beta 0, 1 thread, {len(ours)} "
+        f"{args.model} model, {PROMPTS} prompts x {GENERATIONS} generations x {NEW_TOKENS} tokens, dapo, beta 0, 1 thread, {len(ours)} "
         f"steps each, interleaved in blocks of {args.block}; completion length (ours) {phases[-1]['len']:.0f}, "
         f"TRL forced to {NEW_TOKENS}"
     )  # fmt: skip

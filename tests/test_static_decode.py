@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GPT2Config, GPT2LMHeadModel
 
-from reasonloop.tasks.engines import SamplingParams
+from reasonloop.tasks.engines import SamplingParams, static_decode
 from reasonloop.tasks.engines.static_decode import StaticDecoder
 from reasonloop.tasks.engines.transformers_engine import TransformersEngine
 
@@ -70,3 +70,17 @@ def test_an_uncovered_model_keeps_the_transformers_forward(tiny_model_dir: Path)
     ]
     assert [c.token_ids for c in runs[0]] == [c.token_ids for c in runs[1]]
     assert all(len(c.token_ids) == 8 for c in runs[0])
+
+
+def test_the_buffer_grows_without_changing_a_token(sft_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The KV buffer starts small and doubles (here from 3 decode slots: 3, 6, 12, 24, 30)."""
+    tokenizer = AutoTokenizer.from_pretrained(sft_model_dir)
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=30, seeds=(0, 1, 2), ignore_eos=True)
+    plain = TransformersEngine(sft_model_dir, tokenizer, dtype="float32", static_decode=False)
+    expected = plain.generate(list(QUESTIONS[:3]), 2, sampling)
+    monkeypatch.setattr(static_decode, "INITIAL_STEPS", 3)
+    grown = TransformersEngine(sft_model_dir, tokenizer, dtype="float32").generate(list(QUESTIONS[:3]), 2, sampling)
+    assert [c.token_ids for c in grown] == [c.token_ids for c in expected]
+    assert all(len(c.token_ids) == 30 for c in grown)
+    for a, b in zip(grown, expected, strict=True):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)

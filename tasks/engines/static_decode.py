@@ -28,6 +28,7 @@ import torch.nn.functional as F
 SUPPORTED_TYPES = frozenset({"llama", "qwen2", "mistral"})
 LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
 ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
+INITIAL_STEPS = 256  # decode slots allocated up front; doubled when a run needs more
 
 
 def _core(model: Any) -> Any:
@@ -69,22 +70,29 @@ class StaticDecoder:
         core = _core(model)
         self.decoder, self.head = core.model, core.lm_head
         self.rotate = sys.modules[type(self.decoder.layers[0].self_attn).__module__].apply_rotary_pos_emb
-        self.p_len = p_len
-        self.keys: list[torch.Tensor] = []  # per layer (B, kv_heads, p_len + steps, head_dim)
-        self.values: list[torch.Tensor] = []
-        for layer in cache.layers:
-            batch, kv_heads, _, head_dim = layer.keys.shape
-            shape = (batch, kv_heads, p_len + steps, head_dim)
-            keys = layer.keys.new_empty(shape)
-            values = layer.values.new_empty(shape)
-            keys[:, :, :p_len], values[:, :, :p_len] = layer.keys, layer.values
-            self.keys.append(keys)
-            self.values.append(values)
+        self.p_len, self.limit = p_len, p_len + steps
+        # Per layer (B, kv_heads, capacity, head_dim). The buffer grows by doubling rather than
+        # holding all `steps` from the start: most rows of a long budget stop early, and a dynamic
+        # cache would never have grown that far.
+        self.keys = [layer.keys for layer in cache.layers]
+        self.values = [layer.values for layer in cache.layers]
+        self._grow(p_len + min(steps, INITIAL_STEPS))
+
+    def _grow(self, capacity: int) -> None:
+        """Move every layer's keys and values into buffers of `capacity` slots (at most the limit)."""
+        self.capacity = min(capacity, self.limit)
+        for i, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
+            filled = keys.shape[2]  # the prompt's slots at first, then the whole old buffer
+            self.keys[i] = keys.new_empty((*keys.shape[:2], self.capacity, keys.shape[3]))
+            self.values[i] = values.new_empty((*values.shape[:2], self.capacity, values.shape[3]))
+            self.keys[i][:, :, :filled], self.values[i][:, :, :filled] = keys, values
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, t: int) -> torch.Tensor:
         """Logits (B, V) after tokens (B,) at rotary positions (B, 1), written to slot p_len + t;
         `mask` (B, p_len + steps) bool marks the slots a row attends to (its prompt, not padding)."""
         slot = self.p_len + t
+        if slot >= self.capacity:
+            self._grow(2 * self.capacity)
         x = self.decoder.embed_tokens(tokens[:, None])  # (B, 1, H)
         cos, sin = self.decoder.rotary_emb(x, positions)
         visible = mask[:, None, None, : slot + 1]  # (B, 1, 1, L)
