@@ -34,7 +34,9 @@ def arith_store(root: Path, n: int = 200, *, chat: bool = False) -> ReplayStore:
     return store
 
 
-def make_trainer(model_dir: Path, store: ReplayStore, tmp: Path, *, scripted: bool = True, **overrides) -> RLTrainer:
+def make_trainer(
+    model_dir: Path, store: ReplayStore, tmp: Path, *, scripted: bool = True, run_id: str = "t", **overrides
+) -> RLTrainer:
     """An RL trainer as run_rl builds it (trainers/policy.py: the checkpoint's dtype, fp32 masters)."""
     settings = {
         "prompts_per_step": 4,
@@ -48,6 +50,6 @@ def make_trainer(model_dir: Path, store: ReplayStore, tmp: Path, *, scripted: bo
     reward = CompositeReward({"digits": 1.0}, functions={"digits": digit_share}) if scripted else None
     policy = load_policy(model_dir, config)
     return RLTrainer(
-        config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id="t", output_dir=tmp / "ckpt",
+        config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id, output_dir=tmp / "ckpt",
         reward=reward, compute_dtype=policy.compute_dtype,
     )  # fmt: skip

@@ -94,7 +94,7 @@ class RLTrainer(GroupSampler):
         self.updater = PolicyUpdate(
             config, model=model, optimizer=self.optimizer, scheduler=self.scheduler, loss_fn=loss_fn, clip=clip,
             pad_id=self.pad_id, compute_dtype=compute_dtype, reference=self._reference(model) if config.beta > 0 else None,
-            dist=self.dist,
+            dist=self.dist, group_order=self.group_order,
         )  # fmt: skip
         self.step = 0  # optimizer steps completed (= policy_version of the current weights)
         self.parent_checkpoint: str | None = None
@@ -174,13 +174,13 @@ class RLTrainer(GroupSampler):
         return self._with_replay(fresh, step, metrics)
 
     def _first_groups(self, useful: pa.Table, count: int) -> list[str]:
-        """This rank's groups among the first `count` of all ranks' groups in the batch order
-        (problem_id, stage, group_id): the groups one process would keep."""
+        """This rank's groups among the first `count` of all ranks' groups in the order (problem_id,
+        stage, draw): the groups one process would keep, whatever the run is called."""
         columns = [useful.column(k).to_pylist() for k in ("problem_id", "stage", "group_id")]
-        keys = list(dict.fromkeys(zip(*columns, strict=True)))
+        keys = list(dict.fromkeys((p, s, self.group_order(g), g) for p, s, g in zip(*columns, strict=True)))
         first = sorted(k for rank_keys in self.dist.gather(keys) for k in rank_keys)[:count]
-        mine = {k[2] for k in keys}
-        return [k[2] for k in first if k[2] in mine]
+        mine = {k[3] for k in keys}
+        return [k[3] for k in first if k[3] in mine]
 
     def _with_replay(self, fresh: pa.Table, step: int, metrics: dict[str, float]) -> pa.Table:
         """Add `replay_groups` earlier groups within the staleness bound; their stored sampling
@@ -232,6 +232,7 @@ class RLTrainer(GroupSampler):
         self.timings = {}
         gen_before = self.generation_calls
         self.untrained = []
+        self.forget_draws()
         batch = self.collect_batch(self.step, metrics)
         rollout_s = time.perf_counter() - start
         self.trained_batch = batch

@@ -62,10 +62,13 @@ class PolicyUpdate:
         self, config: TrainConfig, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn,
         clip: ClipRange, pad_id: int, compute_dtype: torch.dtype | None,
         reference: Callable[[], contextlib.AbstractContextManager[Any]] | None, dist: Dist | None = None,
+        group_order: Callable[[str], tuple] | None = None,
     ) -> None:  # fmt: skip
         """`reference`: a context manager factory yielding the reference model (β > 0), or None.
-        `dist`: data parallelism (trainers/distributed.py); gradients are summed over ranks."""
+        `dist`: data parallelism (trainers/distributed.py); gradients are summed over ranks.
+        `group_order`: a run-independent sort key for a group id (GroupSampler.group_order)."""
         self.dist = dist or Dist()
+        self.group_order = group_order or (lambda group_id: (group_id,))
         self.c, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
         self.loss_fn, self.clip, self.pad_id = loss_fn, clip, pad_id
         self.dtype, self.reference = compute_dtype, reference
@@ -76,14 +79,18 @@ class PolicyUpdate:
         self.switch_modes = train_mode_matters(model)
 
     def plan(self, batch: pa.Table, step: int) -> list[list[MiniBatch]] | None:
-        """Per iteration, its mini-batches: a seeded shuffle of the global batch (every rank's rows, in
-        the store's batch order, which depends neither on who sampled what nor on the run id), split into `mini_batches`;
+        """Per iteration, its mini-batches: a seeded shuffle of the global batch (every rank's rows,
+        ordered by problem, stage, draw and sample, which depends neither on who sampled what nor on
+        the run id), split into `mini_batches`;
         each with this rank's rows in it and the global token and sequence counts its loss is
         normalized by. None when no rank has a row."""
         c = self.c
         names = [k for k in ("problem_id", "stage", "group_id", "sample_idx") if k in batch.column_names]
         lengths = [len(x) for x in batch.column("completion_ids").to_pylist()]
         keys = zip(*(batch.column(k).to_pylist() for k in names), strict=True) if names else [()] * len(lengths)
+        if "group_id" in names:  # the group's draw, not its id (which hashes the run id)
+            at = names.index("group_id")
+            keys = [(*key[:at], self.group_order(key[at]), *key[at + 1 :]) for key in keys]
         mine = [(key, k, length) for k, (key, length) in enumerate(zip(keys, lengths, strict=True))]
         rows = sorted((*row, rank) for rank, part in enumerate(self.dist.gather(mine)) for row in part)
         if not rows:
