@@ -72,14 +72,17 @@ def test_an_uncovered_model_keeps_the_transformers_forward(tiny_model_dir: Path)
     assert all(len(c.token_ids) == 8 for c in runs[0])
 
 
-def test_the_buffer_grows_without_changing_a_token(sft_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_buffer_grows_without_changing_a_token(
+    sft_model: Path, model_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The KV buffer starts small and doubles (here from 3 decode slots: 3, 6, 12, 24, 30)."""
-    tokenizer = AutoTokenizer.from_pretrained(sft_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(sft_model)
+    prompts = [q if model_kind == "char" else [{"role": "user", "content": q}] for q in QUESTIONS[:3]]
     sampling = SamplingParams(temperature=1.0, max_new_tokens=30, seeds=(0, 1, 2), ignore_eos=True)
-    plain = TransformersEngine(sft_model_dir, tokenizer, dtype="float32", static_decode=False)
-    expected = plain.generate(list(QUESTIONS[:3]), 2, sampling)
+    plain = TransformersEngine(sft_model, tokenizer, dtype="float32", static_decode=False)
+    expected = plain.generate(prompts, 2, sampling)
     monkeypatch.setattr(static_decode, "INITIAL_STEPS", 3)
-    grown = TransformersEngine(sft_model_dir, tokenizer, dtype="float32").generate(list(QUESTIONS[:3]), 2, sampling)
+    grown = TransformersEngine(sft_model, tokenizer, dtype="float32").generate(prompts, 2, sampling)
     assert [c.token_ids for c in grown] == [c.token_ids for c in expected]
     assert all(len(c.token_ids) == 30 for c in grown)
     for a, b in zip(grown, expected, strict=True):

@@ -211,16 +211,16 @@ def test_one_seed_gives_one_run(base_model: Path, model_kind: str, tmp_path: Pat
     assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
 
 
-def test_the_run_id_changes_no_number(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_the_run_id_changes_no_number(base_model: Path, model_kind: str, tmp_path: Path) -> None:
     """Group ids hash the run id; the order in which groups are kept and trained on must not, or two
     runs of one seed under two names (the demo names its runs by the time) differ in the last bits
     and drift apart. Three problems for four prompts a step, with refills: every step draws a
     problem more than once."""
     runs = []
     for name in ("a", "a-much-later-run"):
-        store = arith_store(tmp_path / name / "s", n=3)
+        store = arith_store(tmp_path / name / "s", n=3, chat=model_kind == "bpe")
         trainer = make_trainer(
-            tiny_model_dir, store, tmp_path / name, run_id=name, algo="dapo", lr=1e-3, max_completion_length=12,
+            base_model, store, tmp_path / name, run_id=name, algo="dapo", lr=1e-3, max_completion_length=12,
             max_refill_rounds=2,
         )  # fmt: skip
         losses = [trainer.train_step()["loss"] for _ in range(6)]

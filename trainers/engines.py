@@ -23,12 +23,13 @@ from typing import Any
 import torch
 
 from reasonloop.tasks.engines.base import Engine
+from reasonloop.tasks.models.loading import unwrap_peft
 from reasonloop.trainers.config import TrainConfig
 
 
 def policy_folder(model: Any) -> str:
     """Where the policy was loaded from (vLLM builds its own copy from it; LoRA: the base model)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     path = getattr(base, "name_or_path", "") or getattr(base.config, "_name_or_path", "")
     if not path:
         raise ValueError("--engine vllm needs a policy loaded from a folder or hub id")

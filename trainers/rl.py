@@ -232,7 +232,6 @@ class RLTrainer(GroupSampler):
         self.timings = {}
         gen_before = self.generation_calls
         self.untrained = []
-        self.forget_draws()
         batch = self.collect_batch(self.step, metrics)
         rollout_s = time.perf_counter() - start
         self.trained_batch = batch

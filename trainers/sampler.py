@@ -76,11 +76,13 @@ class GroupSampler:
         self.generation_calls = 0
         self.timings: dict[str, float] = {}
         self.files_since_compaction = 0
-        # group_id -> (salt, global draw) of the groups this process generated since `forget_draws`:
+        # group_id -> (salt, global draw) of the groups this process generated at `draw_version`:
         # group ids hash the run id, so ordering groups by id would make which group comes first
         # (a problem drawn twice in a step, a refill) and the update's summation order depend on
-        # the run's name; the draw order does not (`group_order`).
+        # the run's name; the draw order does not (`group_order`). One version's worth is kept, so a
+        # long-running rollout worker holds no more than a step's groups.
         self.draw_of: dict[str, tuple[str, int]] = {}
+        self.draw_version = -1
         # Commits skip fsync: they stay atomic, and a trainer's resume regenerates everything after
         # its last checkpoint anyway, so the checkpoint (and its registry row) is the durable point.
         self.producer = producer or f"trainer:{config.algo}" + (f":rank{self.dist.rank}" if self.dist.active else "")
@@ -239,19 +241,19 @@ class GroupSampler:
             self.files_since_compaction += len(result.files)
         if result.rejected:
             raise RuntimeError(f"the trainer's own rollouts were rejected: {result.rejections[0].reason}")
+        if step != self.draw_version:
+            self.draw_of.clear()
+            self.draw_version = step
         for row, completion in zip(rows, completions, strict=True):
             self.draw_of[row["group_id"]] = (salt, draws[completion.prompt_index])
         return Groups(result, completions, rewards, rows, problems, draws)
 
     def group_order(self, group_id: str) -> tuple:
         """A sort key for a group that does not depend on the run id: its (salt, draw) when this
-        process generated it since `forget_draws`, else its id (replayed or a worker's groups)."""
+        process generated it at the current policy version, else its id (replayed groups, from
+        earlier versions, or a worker's)."""
         draw = self.draw_of.get(group_id)
         return (0, *draw) if draw is not None else (1, group_id)
-
-    def forget_draws(self) -> None:
-        """Start a step: earlier steps' groups are ordered by id (they are replay, if anything)."""
-        self.draw_of.clear()
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

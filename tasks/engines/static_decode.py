@@ -1,4 +1,4 @@
-"""One-token decode steps over a preallocated KV cache, for Llama-shaped decoders.
+"""One-token decode steps over a KV buffer written in place, for Llama-shaped decoders.
 
 Why: a decode step of a small model is mostly framework plumbing, not arithmetic. Measured on the
 tiny char Llama (batch 64, 2 threads): one `model(...)` decode call through transformers takes
@@ -25,15 +25,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from reasonloop.tasks.models.loading import unwrap_peft
+
 SUPPORTED_TYPES = frozenset({"llama", "qwen2", "mistral"})
 LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
 ATTENTION_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
 INITIAL_STEPS = 256  # decode slots allocated up front; doubled when a run needs more
-
-
-def _core(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (its LoRA layers stay in place)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class StaticDecoder:
@@ -44,7 +41,7 @@ class StaticDecoder:
     @staticmethod
     def supports(model: Any, cache: Any, window: int) -> bool:
         """Whether this decoder computes what `model` computes, for a run of `window` positions."""
-        core = _core(model)
+        core = unwrap_peft(model)
         config = getattr(core, "config", None)
         if config is None or getattr(config, "model_type", None) not in SUPPORTED_TYPES:
             return False
@@ -67,7 +64,7 @@ class StaticDecoder:
         return layers is not None and len(layers) == len(decoder.layers)
 
     def __init__(self, model: Any, cache: Any, p_len: int, steps: int) -> None:
-        core = _core(model)
+        core = unwrap_peft(model)
         self.decoder, self.head = core.model, core.lm_head
         self.rotate = sys.modules[type(self.decoder.layers[0].self_attn).__module__].apply_rotary_pos_emb
         self.p_len, self.limit = p_len, p_len + steps

@@ -21,6 +21,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
 from reasonloop.tasks.engines.static_decode import StaticDecoder
+from reasonloop.tasks.models.loading import unwrap_peft
 from reasonloop.tasks.models.precision import compute_in, eos_token_ids, pad_token_id, resolve_dtype
 
 
@@ -116,7 +117,7 @@ class TransformersEngine:
         self.pad_id = pad_token_id(tokenizer, model)
         self.eos_ids = eos_token_ids(model, tokenizer)
         # transformers 5 renamed `past_key_values` to `cache`; 4.x knows only the old name.
-        core = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
+        core = unwrap_peft(model)  # a PEFT wrapper takes **kwargs
         params = inspect.signature(core.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         # Only the last position's logits are needed: skip the LM head on the rest of the prompt.
@@ -180,8 +181,8 @@ class TransformersEngine:
         ).logits[:, -1, :][job_prompt]
         if len(distinct) < batch:
             cache.batch_select_indices(job_prompt)
-        # Decode steps through a static KV buffer where the model is Llama-shaped (static_decode.py:
-        # the same values without transformers' per-call plumbing, ~3x faster for small models).
+        # Decode steps through a KV buffer of our own where the model is Llama-shaped (static_decode.py:
+        # the same values without transformers' per-call plumbing; benchmarks/RESULTS.md, engine).
         static = StaticDecoder(self.model, cache, p_len, steps) if self.static_decode and StaticDecoder.supports(
             self.model, cache, p_len + steps
         ) else None  # fmt: skip

@@ -17,6 +17,11 @@ import torch
 ADAPTER_CONFIG = "adapter_config.json"
 
 
+def unwrap_peft(model: Any) -> Any:
+    """The transformers model under a PEFT wrapper (its LoRA layers stay in place), else `model`."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def is_adapter(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 
