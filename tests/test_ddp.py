@@ -112,6 +112,56 @@ def test_two_processes_train_as_one(algo: str, init_copy: Path, model_kind: str,
     assert consumed["n"] == trained > 0, "every rank records the lineage of the rows it trained on"
 
 
+# FSDP2 (trainers/sharding.py): the ranks' rows of a mini-batch are uneven (two shuffled
+# mini-batches; dapo's dynamic sampling can keep unequal groups per rank), so with many micro-batches a
+# rank runs zero-weight stand-ins; grpo with μ = 2 and a KL term also gathers the sharded policy
+# for π_old and the sharded reference for its forwards. Both resume under FSDP from a checkpoint
+# written under FSDP (the whole state, gathered to rank 0).
+FSDP = {
+    "dapo": {**ALGOS["dapo"], "grad_accum": 4, "mini_batches": 2},
+    "grpo": {**ALGOS["grpo"], "grad_accum": 4, "num_iterations": 2, "beta": 0.05},
+}
+
+
+@pytest.mark.parametrize("algo", sorted(FSDP))
+def test_fsdp_trains_and_resumes_as_one_process(algo: str, init_copy: Path, model_kind: str, tmp_path: Path) -> None:
+    config = {**BASE, **FSDP[algo], "steps": 4}
+    one, two = problems_store(tmp_path / "s1", model_kind), problems_store(tmp_path / "s2", model_kind)
+    train(one, tmp_path / "one", init_copy, config, procs=1)
+    train(two, tmp_path / "two", init_copy, {**config, "steps": 2, "fsdp": True}, procs=2)
+    train(two, tmp_path / "two", init_copy, {**config, "fsdp": True}, procs=2, resume=True)
+    assert_same_run(tmp_path / "one", tmp_path / "two", one, two)
+    stand_ins = sum(dict(m["metrics"])["fsdp/stand_in_micro_batches"] for m in run_view(two)[1])
+    assert stand_ins > 0, "no rank ever had fewer micro-batches than the other: the case is not tested"
+
+
+def test_fsdp_refuses_what_it_does_not_run() -> None:
+    from reasonloop.trainers.config import TrainConfig
+    from reasonloop.trainers.sharding import Sharding
+
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="under torchrun"):
+        Sharding(True, 1).check(TrainConfig(fsdp=True), model)
+    with pytest.raises(ValueError, match="engine transformers"):
+        Sharding(True, 2).check(TrainConfig(fsdp=True, engine="vllm"), model)
+    with pytest.raises(ValueError, match="decoder-only"):
+        Sharding(True, 2).shard(model)
+    Sharding(False).check(TrainConfig(engine="vllm"), model)  # off: nothing to refuse
+
+
+def test_a_resumed_run_keeps_its_kl_reference(init_copy: Path, model_kind: str, tmp_path: Path) -> None:
+    """β > 0: the reference is the run's initial weights after a resume too, not the checkpoint's
+    (which made the KL after a resume start again from 0: 7e-4 instead of 7.6e-3 at step 3)."""
+    config = {**BASE, **ALGOS["grpo"], "beta": 0.05, "steps": 4}
+    one, two = problems_store(tmp_path / "s1", model_kind), problems_store(tmp_path / "s2", model_kind)
+    train(one, tmp_path / "one", init_copy, config, procs=1)
+    train(two, tmp_path / "two", init_copy, {**config, "steps": 2}, procs=1)
+    train(two, tmp_path / "two", init_copy, config, procs=1, resume=True)
+    assert_same_run(tmp_path / "one", tmp_path / "two", one, two)
+    kls = [[dict(m["metrics"])["kl"] for m in run_view(store)[1]] for store in (one, two)]
+    assert kls[0] == pytest.approx(kls[1], rel=1e-4)
+
+
 def test_two_processes_resume_as_one(init_copy: Path, model_kind: str, tmp_path: Path) -> None:
     config = {**BASE, **ALGOS["dapo"], "steps": 4}
     one, two = problems_store(tmp_path / "s1", model_kind), problems_store(tmp_path / "s2", model_kind)

@@ -19,8 +19,13 @@ def digit_share(completions, **kwargs):
 
 
 def cli_options(config: dict) -> list[str]:
-    """A config dict as `reasonloop train` options: {"group_size": 4} -> ["--group-size", "4"]."""
-    return [x for k, v in config.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    """A config dict as `reasonloop train` options: {"group_size": 4} -> ["--group-size", "4"],
+    {"fsdp": True} -> ["--fsdp"], {"fsdp": False} -> ["--no-fsdp"]."""
+    out = []
+    for key, value in config.items():
+        flag = key.replace("_", "-")
+        out += [f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)]
+    return out
 
 
 def arith_store(root: Path, n: int = 200, *, chat: bool = False) -> ReplayStore:

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,18 +51,20 @@ def save_checkpoint(
     tokenizer: Any,
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """A full checkpoint, or with `optimizer=None` a weights-only one (`weights-<step>`)."""
+    """A full checkpoint, or with `optimizer=None` a weights-only one (`weights-<step>`).
+    `state_dict`, `optimizer_state`: the whole states when the live ones are sharded (FSDP)."""
     final = checkpoint_dir(output_dir, meta.step, FULL_PREFIX if optimizer is not None else WEIGHTS_PREFIX)
     tmp = output_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
-    save_weights(
-        model, tmp, merged=optimizer is None
-    )  # LoRA: a resume point keeps the adapter; workers get merged weights
+    # LoRA: a resume point keeps the adapter; workers get merged weights
+    save_weights(model, tmp, merged=optimizer is None, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if optimizer is not None:
         torch.save({
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
@@ -81,9 +84,13 @@ def load_meta(path: Path) -> CheckpointMeta:
     return CheckpointMeta(**json.loads((path / META_FILE).read_text()))
 
 
-def load_states(path: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+def load_states(
+    path: Path, optimizer: torch.optim.Optimizer, scheduler: Any,
+    load_optimizer: Callable[[dict[str, Any]], None] | None = None,
+) -> None:  # fmt: skip
+    """`load_optimizer`: how the saved optimizer state goes in (FSDP: sharded); default `load_state_dict`."""
     state = torch.load(path / STATE_FILE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    (load_optimizer or optimizer.load_state_dict)(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])

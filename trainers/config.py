@@ -62,6 +62,8 @@ class TrainConfig(ModelOptions):
     forward_batch_size: int = opt(
         0, "Rows per no-grad forward (π_old recompute, reference model); 0 = the micro-batch size."
     )
+    fsdp: bool = opt(False, "Under torchrun: shard parameters, gradients and optimizer state over the ranks with "
+                            "FSDP2 (fully_shard) instead of replicating them (trainers/sharding.py).")  # fmt: skip
     lr: float = opt(
         1e-6, "AdamW learning rate (TRL's default, for real models; the tiny demo models want 2e-5 to 5e-5)."
     )

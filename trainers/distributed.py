@@ -136,7 +136,7 @@ class Dist:
 
 
 SUMMED = ("sequences_generated", "rewards_none", "prompts_truncated", "prompts_skipped", "completion_tokens",
-          "batch_rows", "generation_calls", "replay/rows")  # fmt: skip
+          "batch_rows", "generation_calls", "replay/rows", "fsdp/stand_in_micro_batches")  # fmt: skip
 
 
 def merge_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+DECODER_FORWARD = "sharded_decoder_forward"  # the decoder call FSDP's root hooks wrap (trainers/sharding.py)
 CHUNK_TOKENS = 1024  # completion tokens per LM-head chunk
 RECOMPUTE_BYTES = 2**28  # checkpoint the chunks when the batch's fp32 logits would exceed this
 
@@ -64,7 +65,8 @@ def _forward_params(model_cls: type) -> frozenset[str]:
 
 
 def split_lm(model: Any) -> tuple[Any, Any] | None:
-    """(decoder, LM head) when the logits are exactly `head(decoder(...))`, else None."""
+    """(decoder, LM head) when the logits are exactly `head(decoder(...))`, else None. The decoder
+    of a model sharded by FSDP is its registered forward method (trainers/sharding.py)."""
     config = getattr(model, "config", None)
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
         return None
@@ -74,7 +76,7 @@ def split_lm(model: Any) -> tuple[Any, Any] | None:
         return None
     if decoder is None or head is None or decoder is model:
         return None
-    return decoder, head
+    return getattr(model, DECODER_FORWARD, decoder), head
 
 
 @lru_cache(maxsize=32)
@@ -87,7 +89,7 @@ def _cache_keyword(decoder_cls: type) -> str | None:
 def can_share_prompts(model: Any, decoder: Any) -> bool:
     """Whether the decoder can continue from a prompt's KV cache here: it takes a cache, and no
     gradient checkpointing is on (transformers turns the cache off under it while training)."""
-    if _cache_keyword(type(decoder)) is None:
+    if not isinstance(decoder, torch.nn.Module) or _cache_keyword(type(decoder)) is None:
         return False
     return not (torch.is_grad_enabled() and activation_checkpointing(model))
 

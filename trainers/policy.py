@@ -95,10 +95,11 @@ def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_weights(model: Any, out: Path, *, merged: bool) -> None:
+def save_weights(model: Any, out: Path, *, merged: bool, state_dict: dict | None = None) -> None:
     """`save_pretrained` of the model; a LoRA model saves its adapter, or with `merged` the
-    merged weights (what an engine loads)."""
+    merged weights (what an engine loads). `state_dict`: the weights to save instead of the
+    model's own (FSDP: the gathered whole of sharded ones)."""
     if is_peft(model) and merged:
         model.get_base_model().save_pretrained(out, state_dict=merged_state_dict(model), safe_serialization=True)
     else:
-        model.save_pretrained(out, safe_serialization=True)
+        model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)

@@ -40,6 +40,7 @@ from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist, merge_metrics
 from reasonloop.trainers.policy import is_peft, reference_of
 from reasonloop.trainers.sampler import GroupSampler
+from reasonloop.trainers.sharding import Sharding
 from reasonloop.trainers.step_utils import (
     batch_metrics,
     derive_seed,
@@ -68,17 +69,27 @@ class RLTrainer(GroupSampler):
         data_watermark: dict[str, int] | None = None,
         compute_dtype: torch.dtype | None = None,
         dist: Dist | None = None,
+        reference_model: Any | None = None,
+        initial_model: str = "",
     ) -> None:
         """`data_watermark`: commit positions of the source tables this run trains on (see
         storage.commit_log), recorded on every checkpoint so a data-triggered retrain knows which
         rows a checkpoint has seen. `compute_dtype`: see GroupSampler (trainers/policy.py).
         `dist`: data parallelism under torchrun (trainers/distributed.py): rank 0 writes metrics
-        and checkpoints, every rank commits its own rollouts and lineage."""
+        and checkpoints, every rank commits its own rollouts and lineage. `initial_model`: where
+        the run's weights started (recorded on its checkpoints); `reference_model`: the KL term's
+        reference when it is not a copy of `model` (a resumed run: its initial weights)."""
+        self.initial_model, self.reference_model = initial_model, reference_model
         if dist is not None and dist.active and (config.replay_groups or config.async_rollouts):
             raise ValueError("data-parallel training (torchrun) does not support replay_groups or async rollouts yet")
         super().__init__(config, model=model, tokenizer=tokenizer, store=store, run_id=run_id, engine=engine,
                          reward=reward, compute_dtype=compute_dtype, dist=dist)  # fmt: skip
         self.dist.same_weights(model)
+        # FSDP2: after the broadcast, before the optimizer sees the parameters
+        self.sharding = Sharding(config.fsdp, self.dist.world)
+        self.sharding.check(config, model)
+        reference = self._reference(model) if config.beta > 0 else None  # copied whole, then sharded like the policy
+        self.sharding.shard(model)
         self.output_dir = Path(output_dir)
         self.data_watermark = dict(data_watermark or {})
         loss_fn = POLICY_LOSSES.get(config.loss_name)
@@ -93,8 +104,8 @@ class RLTrainer(GroupSampler):
         self.pad_id = pad_token_id(tokenizer, model)
         self.updater = PolicyUpdate(
             config, model=model, optimizer=self.optimizer, scheduler=self.scheduler, loss_fn=loss_fn, clip=clip,
-            pad_id=self.pad_id, compute_dtype=compute_dtype, reference=self._reference(model) if config.beta > 0 else None,
-            dist=self.dist, group_order=self.group_order,
+            pad_id=self.pad_id, compute_dtype=compute_dtype, reference=reference, dist=self.dist,
+            group_order=self.group_order, sharding=self.sharding,
         )  # fmt: skip
         self.step = 0  # optimizer steps completed (= policy_version of the current weights)
         self.parent_checkpoint: str | None = None
@@ -106,14 +117,21 @@ class RLTrainer(GroupSampler):
         self.row_weights: list[float] | None = None  # mean importance weight per batch row (last update)
         self.tb = None
 
-    @staticmethod
-    def _reference(model: Any) -> Callable[[], Any]:
+    def _reference(self, model: Any) -> Callable[[], Any]:
         """The reference policy for the KL term (β > 0): a LoRA model with its adapter disabled, or
-        a frozen copy of the initial weights (β = 0 loads nothing)."""
+        a frozen copy of the initial weights (β = 0 loads nothing); sharded like the policy under
+        FSDP, and gathered for its forwards."""
         if is_peft(model):
             return lambda: reference_of(model)
-        frozen = copy.deepcopy(model).eval().requires_grad_(False)
-        return lambda: contextlib.nullcontext(frozen)
+        frozen = (self.reference_model or copy.deepcopy(model)).eval().requires_grad_(False)
+        self.sharding.shard(frozen)
+
+        @contextlib.contextmanager
+        def gathered() -> Any:
+            with self.sharding.gathered(frozen):
+                yield frozen
+
+        return gathered
 
     def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
         """Commit this step's rollouts and read the training batch back from those files. With
@@ -232,7 +250,8 @@ class RLTrainer(GroupSampler):
         self.timings = {}
         gen_before = self.generation_calls
         self.untrained = []
-        batch = self.collect_batch(self.step, metrics)
+        with self.sharding.gathered(self.model):  # FSDP: whole weights to sample with, no collective per token
+            batch = self.collect_batch(self.step, metrics)
         rollout_s = time.perf_counter() - start
         self.trained_batch = batch
         getattr(self.engine, "sleep", lambda: None)()  # vLLM colocated with sleep mode: the GPU is the update's
@@ -342,8 +361,9 @@ class RLTrainer(GroupSampler):
         )
         optimizer = None if weights_only else self.optimizer
         path = None
-        if self.dist.main:  # every rank holds the same weights and optimizer state
-            path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, optimizer, self.scheduler)
+        full = self.sharding.full_states(self.model, optimizer)  # FSDP: gathered to rank 0 (every rank calls it)
+        if self.dist.main:  # every rank holds the same weights and optimizer state (or, sharded, rank 0 their whole)
+            path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, optimizer, self.scheduler, *full)
             self.register(self.step, path, "weights" if weights_only else "full", watermark)
             if not weights_only and self.config.save_total_limit:
                 for old in prune(self.output_dir, FULL_PREFIX, self.config.save_total_limit):
@@ -363,13 +383,15 @@ class RLTrainer(GroupSampler):
         """Optimizer, scheduler and RNG states of a checkpoint (weights are loaded with the model)."""
         meta = load_meta(path)
         self.data_watermark = dict(meta.watermark.get("data", self.data_watermark))
-        load_states(path, self.optimizer, self.scheduler)
+        load_states(path, self.optimizer, self.scheduler,
+                    lambda state: self.sharding.load_optimizer(self.model, self.optimizer, state))  # fmt: skip
         self.step, self.parent_checkpoint = meta.step, path.name
         self.load_checkpoint_state(meta.state)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Bookkeeping saved with (and restored from) each checkpoint; subclasses extend it."""
-        return {"usage": self.usage} if self.track_usage else {}
+        state: dict[str, Any] = {"usage": self.usage} if self.track_usage else {}
+        return {**state, "initial_model": self.initial_model} if self.initial_model else state
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.usage = {k: int(v) for k, v in state.get("usage", {}).items()}

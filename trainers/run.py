@@ -46,19 +46,28 @@ def run_rl(
     checkpoint = latest_checkpoint(out) if resume else None
     if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+    # The run's starting weights: the KL term's reference, also after a resume.
+    initial = str(Path(model).resolve()) if model and Path(model).exists() else str(model)
     if checkpoint is not None:
-        config = TrainConfig(**{**load_meta(checkpoint).config, "steps": config.steps})
+        meta = load_meta(checkpoint)
+        config = TrainConfig(**{**meta.config, "steps": config.steps})
+        initial = meta.state.get("initial_model") or str(checkpoint)  # (checkpoints before it was recorded)
         model = checkpoint
     if not model:
         raise ValueError("a model is required (or resume)")
     dist = Dist.from_env(config.device)  # under torchrun: this rank (before loading: it picks the GPU)
     try:
         policy = load_policy(model, config)
+        # A resumed run's reference is its initial weights, not the checkpoint's (a LoRA run's is
+        # the frozen base with the adapter off, whatever the checkpoint).
+        resumed_reference = checkpoint is not None and config.beta > 0 and not config.lora_r
+        reference = load_policy(initial, config).model if resumed_reference else None
         if config.async_rollouts:
             from reasonloop.trainers.async_trainer import AsyncRLTrainer as RLTrainer  # rollouts from worker processes
         trainer = RLTrainer(
             config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id, output_dir=out,
-            data_watermark=data_watermark, compute_dtype=policy.compute_dtype, dist=dist,
+            data_watermark=data_watermark, compute_dtype=policy.compute_dtype, dist=dist, reference_model=reference,
+            initial_model=initial,
         )  # fmt: skip
         if checkpoint is not None:
             trainer.restore(checkpoint)

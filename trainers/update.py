@@ -31,6 +31,7 @@ from reasonloop.trainers.algos import ClipRange, LossFn, kl_k3
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist
 from reasonloop.trainers.logprobs import activation_checkpointing, batched_logprobs, completion_logprobs
+from reasonloop.trainers.sharding import Sharding
 from reasonloop.trainers.step_utils import derive_seed, pad, split_indices
 
 
@@ -51,6 +52,7 @@ class MiniBatch(NamedTuple):
     rows: list[int]  # this rank's rows of the mini-batch (indices into its batch)
     tokens: float  # completion tokens of the whole mini-batch, every rank's rows
     seqs: float  # sequences of the whole mini-batch
+    rounds: int  # micro-batches of the rank that has the most (FSDP: every rank runs this many)
 
 
 def mean(values: list[float]) -> float:
@@ -62,12 +64,14 @@ class PolicyUpdate:
         self, config: TrainConfig, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, loss_fn: LossFn,
         clip: ClipRange, pad_id: int, compute_dtype: torch.dtype | None,
         reference: Callable[[], contextlib.AbstractContextManager[Any]] | None, dist: Dist | None = None,
-        group_order: Callable[[str], tuple] | None = None,
+        group_order: Callable[[str], tuple] | None = None, sharding: Sharding | None = None,
     ) -> None:  # fmt: skip
         """`reference`: a context manager factory yielding the reference model (β > 0), or None.
         `dist`: data parallelism (trainers/distributed.py); gradients are summed over ranks.
-        `group_order`: a run-independent sort key for a group id (GroupSampler.group_order)."""
+        `group_order`: a run-independent sort key for a group id (GroupSampler.group_order).
+        `sharding`: FSDP2 (trainers/sharding.py); then FSDP reduces the gradients, not `dist`."""
         self.dist = dist or Dist()
+        self.sharding = sharding or Sharding(False)
         self.group_order = group_order or (lambda group_id: (group_id,))
         self.c, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
         self.loss_fn, self.clip, self.pad_id = loss_fn, clip, pad_id
@@ -104,14 +108,30 @@ class PolicyUpdate:
                 MiniBatch(
                     rows=[rows[g][1] for g in mb if rows[g][3] == self.dist.rank],
                     tokens=float(max(1, sum(rows[g][2] for g in mb))), seqs=float(len(mb)),
+                    rounds=max(len(split_indices([g for g in mb if rows[g][3] == r], c.grad_accum))
+                               for r in range(self.dist.world)),
                 )
                 for mb in split_indices(order, c.mini_batches)
             ])  # fmt: skip
         return plan
 
+    def micro_batches(self, mb: MiniBatch) -> list[list[int] | None]:
+        """This rank's micro-batches of `mb`; sharded, padded with None (a zero-weight stand-in) to
+        the most any rank has, so every rank makes the same FSDP collectives."""
+        micros: list[list[int] | None] = list(split_indices(mb.rows, self.c.grad_accum))
+        return micros + [None] * (mb.rounds - len(micros)) if self.sharding.enabled else micros
+
+    def stand_in(self) -> None:
+        """A forward and backward that adds nothing to any gradient (a one-token row, weight 0)."""
+        scored = self.forward(self.model, [[self.pad_id]], [[self.pad_id]], grad=True)
+        (scored.logprobs.sum() * 0.0).backward()
+
     def forward(self, model: Any, prompts: list, completions: list, *, grad: bool) -> Any:
         with compute_in(model, self.dtype), contextlib.nullcontext() if grad else torch.no_grad():
-            return completion_logprobs(model, prompts, completions, pad_id=self.pad_id, temperature=self.c.temperature)
+            return completion_logprobs(
+                model, prompts, completions, pad_id=self.pad_id, temperature=self.c.temperature,
+                share_prompts=not self.sharding.enabled,  # sharded: one decoder call per micro-batch on every rank
+            )  # fmt: skip
 
     def no_grad_logprobs(self, model: Any, prompts: list, completions: list, micro: int) -> torch.Tensor:
         with compute_in(model, self.dtype):
@@ -140,15 +160,16 @@ class PolicyUpdate:
         old = None
         if c.num_iterations > 1:  # π_old once per generation, in the first iteration's micro-batches
             old = torch.zeros_like(sampler)
-            for micro in layout:
-                part = self.no_grad_logprobs(
-                    self.model, [prompts[i] for i in micro], [completions[i] for i in micro], len(micro)
-                )
-                old[micro, : part.shape[1]] = part
+            with self.sharding.gathered(self.model):
+                for micro in layout:
+                    part = self.no_grad_logprobs(
+                        self.model, [prompts[i] for i in micro], [completions[i] for i in micro], len(micro)
+                    )
+                    old[micro, : part.shape[1]] = part
         ref = None
-        if self.reference is not None and n:
-            with self.reference() as ref_model:
-                ref = self.no_grad_logprobs(ref_model, prompts, completions, forward_rows)
+        if self.reference is not None:
+            with self.reference() as ref_model:  # entered on every rank (sharded: it gathers the weights)
+                ref = self.no_grad_logprobs(ref_model, prompts, completions, forward_rows) if n else None
         weights = torch.zeros(n)
         losses, lows, highs, norms, kls, entropies, diffs, diff_max = [], [], [], [], [], [], [], 0.0
         ratio_sum, ratio_min, ratio_max, truncated, tokens_seen = 0.0, float("inf"), 0.0, 0.0, 0.0
@@ -156,12 +177,17 @@ class PolicyUpdate:
             self.model.train()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         reduce_s = 0.0  # in the gradient all-reduce (data parallel; 0 in one process)
+        stand_ins = 0  # zero-weight micro-batches (FSDP: this rank had fewer than another)
         for iteration, mini_batches in enumerate(plan):
             for mb in mini_batches:
                 batch_tokens, batch_seqs = mb.tokens, mb.seqs  # of the global mini-batch (exact accumulation)
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_loss = 0.0
-                for micro in split_indices(mb.rows, c.grad_accum):
+                for micro in self.micro_batches(mb):
+                    if micro is None:
+                        self.stand_in()
+                        stand_ins += 1
+                        continue
                     scored = self.forward(
                         self.model, [prompts[i] for i in micro], [completions[i] for i in micro], grad=True
                     )
@@ -196,11 +222,11 @@ class PolicyUpdate:
                         weights[micro] = (is_w.sum(-1) / mask.sum(-1).clamp(min=1)).detach().float().cpu()
                 losses.append(self.dist.total(mb_loss))  # normalized by global counts: the ranks' parts add up
                 reduce_start = time.perf_counter()
-                self.dist.sum_gradients(trainable)
+                (self.sharding if self.sharding.enabled else self.dist).sum_gradients(trainable)
                 reduce_s += time.perf_counter() - reduce_start
                 params = [p for p in trainable if p.grad is not None]
                 norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
-                norms.append(float(norm))
+                norms.append(self.sharding.grad_norm(norm))
                 self.optimizer.step()
                 self.scheduler.step()
         if self.switch_modes:
@@ -213,7 +239,9 @@ class PolicyUpdate:
                "is_ratio_mean": ratio_sum / seen, "is_ratio_min": ratio_min if tokens_seen else 1.0,
                "is_ratio_max": ratio_max, "is_truncated_frac": truncated / seen},
         )  # fmt: skip
-        if self.dist.active:
+        if self.sharding.enabled:
+            metrics["fsdp/stand_in_micro_batches"] = float(stand_ins)
+        elif self.dist.active:
             metrics["time/grad_allreduce"] = reduce_s
         if kls:
             metrics["kl"] = sum(kls) / len(kls)
