@@ -6,7 +6,11 @@ ordered by policy_version (the train step of the weights that sampled the row).
 
 Token-level columns: `prompt_ids` (P,), `completion_ids` (T,), `logprobs` (T,) are the sampling
 log-probabilities log_softmax(logits / temperature)[token] — so `logprobs` must have exactly one
-value per completion token, each <= 0.
+value per completion token, each <= 0. `loss_mask_spans` are [start, end) spans of completion
+tokens the policy loss leaves out (Octopus: o1 and the separator); `kl_mask_spans` those a per-span
+KL term to the reference covers (Octopus stage I: o1). `pair_type`, `source_ids` and
+`part_correct` describe a recombined row (trainers/octopus.py): the correctness labels of its o1
+and o2, the rollouts its parts came from, and the label "cc" | "cw" | "wc" | "ww".
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import pyarrow as pa
 
 from reasonloop.schemas.common import FLOAT_MAP, LOSS_MASK_SPANS, TableSpec
 
-STAGES = frozenset({"single", "draft", "refine", "verify"})
+STAGES = frozenset({"single", "draft", "refine", "verify", "self_correct", "recombined"})
 FINISH_REASONS = frozenset({"stop", "length"})
 
 ROLLOUTS = TableSpec(
     name="rollouts",
-    version=2,  # 2: usage_count dropped (which steps used a rollout is the `consumed` table)
+    version=3,  # 2: usage_count dropped (which steps used a rollout is the `consumed` table); 3: Octopus columns
     fields=(
         pa.field("problem_id", pa.string(), nullable=False),
         pa.field("group_id", pa.string(), nullable=False),  # samples compared with each other
@@ -39,6 +43,10 @@ ROLLOUTS = TableSpec(
         pa.field("rewards", FLOAT_MAP),  # per reward function
         pa.field("advantage", pa.float64()),
         pa.field("loss_mask_spans", LOSS_MASK_SPANS),  # completion token spans excluded from loss
+        pa.field("kl_mask_spans", LOSS_MASK_SPANS),  # completion token spans of a per-span KL term
+        pa.field("pair_type", pa.string()),  # Octopus: cc | cw | wc | ww (o1 then o2 correct?)
+        pa.field("source_ids", pa.list_(pa.string())),  # Octopus: the rollouts of o1 and o2
+        pa.field("part_correct", pa.list_(pa.bool_())),  # Octopus: o1, o2 correct
     ),
     id_key=("run_id", "policy_version", "problem_id", "stage", "group_id", "sample_idx"),
     partition_by="run_id",

@@ -274,8 +274,10 @@ def _numeric_checks(spec: TableSpec, t: pa.Table) -> Iterable[tuple[str, np.ndar
     if "logprobs" in t.column_names:
         bad = _children_mask(column("logprobs"), lambda v: v > 0)
         yield "logprobs", bad, lambda i: "logprobs must be <= 0 (a log-probability above 0)"
-    if "loss_mask_spans" in t.column_names and t.column("loss_mask_spans").null_count < t.num_rows:
-        spans = column("loss_mask_spans")
+    for name in ("loss_mask_spans", "kl_mask_spans"):
+        if name not in t.column_names or t.column(name).null_count == t.num_rows:
+            continue
+        spans = column(name)
         starts, ends = spans.values.field("start"), spans.values.field("end")
         flat = _np_mask(pc.or_(pc.or_(pc.less(starts, 0), pc.greater(starts, ends)), pc.is_null(ends)))
         bad = np.concatenate([[0], np.cumsum(flat)])
@@ -283,7 +285,7 @@ def _numeric_checks(spec: TableSpec, t: pa.Table) -> Iterable[tuple[str, np.ndar
         yield (
             "spans",
             (bad[offsets[1:]] - bad[offsets[:-1]]) > 0,
-            lambda i: "loss_mask_spans has a span with start < 0, start > end, or no end",
+            lambda i, n=name: f"{n} has a span with start < 0, start > end, or no end",
         )
 
 

@@ -11,7 +11,7 @@ def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-ALGOS = ("grpo", "dr_grpo", "dapo", "gspo", "igrpo")
+ALGOS = ("grpo", "dr_grpo", "dapo", "gspo", "igrpo", "octopus")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -49,7 +49,9 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class TrainConfig(ModelOptions):
-    algo: str = opt("grpo", "grpo | dr_grpo | dapo | gspo | igrpo. Picks the loss, advantage and their defaults.")
+    algo: str = opt(
+        "grpo", "grpo | dr_grpo | dapo | gspo | igrpo | octopus. Picks the loss, advantage and their defaults."
+    )
     loss: str = opt("", "Override the policy loss (grpo, dr_grpo, dapo, gspo); igrpo wraps this loss (default grpo).")
     advantage: str = opt("", "Override the advantage estimator (grpo: group-normalized, dr_grpo: mean-centered).")
     steps: int = opt(100, "Total optimizer-step count of the run (with --resume: continue up to it).")
@@ -117,6 +119,16 @@ class TrainConfig(ModelOptions):
         "iGRPO with chat prompts: the user turn after the draft (which goes in as an assistant turn).",
     )
     igrpo_train_drafts: bool = opt(False, "iGRPO: also train on the drafts (group advantages), not only refinements.")
+    octopus_stage: int = opt(1, "Octopus: 1 trains o2 only (o1 and separator masked, KL on o1); 2 unmasks o1 for "
+                                "cc and ww pairs, no KL.")  # fmt: skip
+    octopus_selection: str = opt(
+        "code", "Octopus: how recombined pairs are chosen: paper | code (the released code's)."
+    )
+    octopus_group: int = opt(0, "Octopus: size N of the augmented group (0 = 2 x group_size, as the code).")
+    octopus_answer: str = opt("hash", "Octopus: where a part's answer is: hash (#<answer>: arith, VeriTime) | boxed.")
+    span_kl_coef: float = opt(
+        0.01, "KL weight on rows' kl_mask_spans tokens (Octopus stage I's y1_kl_coef); rows without spans get none."
+    )
     seed: int = opt(0, "Seed; every step's RNG derives from (seed, step, stage). Resume keeps the original.")
     save_every: int = opt(
         0, "Also write a full checkpoint (a resume point) every N steps; one is always written at the end."
@@ -161,10 +173,28 @@ class TrainConfig(ModelOptions):
             raise ValueError("lr_schedule must be constant, linear or cosine")
         if self.engine not in ("transformers", "vllm", "openai"):
             raise ValueError("engine must be transformers, vllm or openai")
+        if self.algo == "octopus":
+            if self.octopus_stage not in (1, 2):
+                raise ValueError("octopus_stage must be 1 or 2")
+            if self.octopus_selection not in ("paper", "code"):
+                raise ValueError("octopus_selection must be paper or code")
+            if self.octopus_answer not in ("hash", "boxed"):
+                raise ValueError("octopus_answer must be hash or boxed")
+            if self.augmented_size < self.group_size:
+                raise ValueError("octopus_group must be >= group_size")
 
     @property
     def loss_name(self) -> str:
-        return self.loss or ("grpo" if self.algo == "igrpo" else self.algo)
+        return self.loss or {"igrpo": "grpo", "octopus": "gspo"}.get(self.algo, self.algo)
+
+    @property
+    def augmented_size(self) -> int:
+        return self.octopus_group or 2 * self.group_size
+
+    @property
+    def needs_reference(self) -> bool:
+        """β > 0, or Octopus stage I's KL on o1 (the only rows with kl_mask_spans)."""
+        return self.beta > 0 or (self.algo == "octopus" and self.octopus_stage == 1 and self.span_kl_coef > 0)
 
     @property
     def advantage_name(self) -> str:
@@ -189,6 +219,8 @@ class TrainConfig(ModelOptions):
         return (self.stop,)
 
     def reward_weights(self) -> dict[str, float]:
+        if self.algo == "octopus" and self.rewards == "exact":  # the default: Octopus's own reward
+            return {"self_correction" if self.octopus_answer == "hash" else "self_correction_boxed": 1.0}
         out = {}
         for part in filter(None, (p.strip() for p in self.rewards.split(","))):
             name, _, weight = part.partition(":")

@@ -42,7 +42,7 @@ def refinement_prompt(rendered: Any, question: str, draft: str, config: Any) -> 
     return with_turns(rendered, {"role": "assistant", "content": draft}, request)
 
 
-def igrpo_round(trainer: RLTrainer, step: int, round_index: int, metrics: dict[str, float]) -> list[Path]:
+def train_round(trainer: RLTrainer, step: int, round_index: int, metrics: dict[str, float]) -> list[Path]:
     c = trainer.config
     n_drafts, n_refine = c.drafts, c.group_size - c.drafts
     problems, first = trainer.my_share(trainer.pick_problems(step, f"pick/{round_index}", c.prompts_per_step))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import time
 from collections.abc import Callable
@@ -52,6 +53,9 @@ from reasonloop.trainers.update import PolicyUpdate
 
 if TYPE_CHECKING:
     from reasonloop.storage import ReplayStore
+
+
+ROUNDS = {"igrpo": "reasonloop.trainers.igrpo", "octopus": "reasonloop.trainers.octopus"}
 
 
 class RLTrainer(GroupSampler):
@@ -88,7 +92,9 @@ class RLTrainer(GroupSampler):
         # FSDP2: after the broadcast, before the optimizer sees the parameters
         self.sharding = Sharding(config.fsdp, self.dist.world)
         self.sharding.check(config, model)
-        reference = self._reference(model) if config.beta > 0 else None  # copied whole, then sharded like the policy
+        reference = (
+            self._reference(model) if config.needs_reference else None
+        )  # copied whole, then sharded like the policy
         self.sharding.shard(model)
         self.output_dir = Path(output_dir)
         self.data_watermark = dict(data_watermark or {})
@@ -139,11 +145,11 @@ class RLTrainer(GroupSampler):
         from reasonloop.storage.samplers import batch_rows  # the store is the data path; imported at run time
 
         c = self.config
-        if c.algo == "igrpo":
-            from reasonloop.trainers.igrpo import igrpo_round
+        if c.algo in ROUNDS:  # algorithms with their own round (a module's `train_round`)
+            train_round = importlib.import_module(ROUNDS[c.algo]).train_round
 
             def one_round(r: int) -> list:
-                return igrpo_round(self, step, r, metrics)
+                return train_round(self, step, r, metrics)
         else:
 
             def one_round(r: int) -> list:
@@ -210,7 +216,7 @@ class RLTrainer(GroupSampler):
         from reasonloop.storage.samplers import replay_groups
 
         with self.timed("store_read"):
-            stages = ("refine",) if c.algo == "igrpo" else ("single",)
+            stages = {"igrpo": ("refine",), "octopus": ("recombined",)}.get(c.algo, ("single",))
             low = max(0, step - c.max_staleness)
             old = replay_groups(
                 self.reader, self.run_id, low=low, high=step - 1, groups=c.replay_groups,

@@ -60,7 +60,7 @@ def run_rl(
         policy = load_policy(model, config)
         # A resumed run's reference is its initial weights, not the checkpoint's (a LoRA run's is
         # the frozen base with the adapter off, whatever the checkpoint).
-        resumed_reference = checkpoint is not None and config.beta > 0 and not config.lora_r
+        resumed_reference = checkpoint is not None and config.needs_reference and not config.lora_r
         reference = load_policy(initial, config).model if resumed_reference else None
         if config.async_rollouts:
             from reasonloop.trainers.async_trainer import AsyncRLTrainer as RLTrainer  # rollouts from worker processes

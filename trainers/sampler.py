@@ -181,7 +181,7 @@ class GroupSampler:
         return self.reward(
             [prompts[c.prompt_index] for c in completions], [c.text for c in completions],
             completion_ids=[c.token_ids for c in completions], answer=[r["answer"] for r in rows],
-            process_labels=[r.get("process_labels") for r in rows], max_completion_length=self.config.max_completion_length,
+            answer_type=[r.get("answer_type") for r in rows], process_labels=[r.get("process_labels") for r in rows], max_completion_length=self.config.max_completion_length,
         )  # fmt: skip
 
     def group_advantages(self, completions: list[Completion], totals: list[float | None]) -> list[float | None]:

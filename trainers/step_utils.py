@@ -41,6 +41,22 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+def span_mask(spans: list[list[dict] | None], width: int) -> torch.Tensor:
+    """(B, width) bool, True on the tokens inside any of a row's [start, end) spans."""
+    out = torch.zeros((len(spans), max(1, width)), dtype=torch.bool)
+    for b, row in enumerate(spans):
+        for span in row or ():
+            out[b, span["start"] : span["end"]] = True
+    return out
+
+
+def spans_of(batch: pa.Table, column: str, width: int) -> torch.Tensor | None:
+    """`span_mask` of a rollouts span column, or None when no row has spans there."""
+    if column not in batch.column_names or batch.column(column).null_count == batch.num_rows:
+        return None
+    return span_mask(batch.column(column).to_pylist(), width)
+
+
 def pad(rows: list[list[float]], width: int) -> torch.Tensor:
     out = torch.zeros((len(rows), max(1, width)))
     for b, row in enumerate(rows):

@@ -32,7 +32,7 @@ from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist
 from reasonloop.trainers.logprobs import activation_checkpointing, batched_logprobs, completion_logprobs
 from reasonloop.trainers.sharding import Sharding
-from reasonloop.trainers.step_utils import derive_seed, pad, split_indices
+from reasonloop.trainers.step_utils import derive_seed, pad, spans_of, split_indices
 
 
 def train_mode_matters(model: Any) -> bool:
@@ -91,6 +91,9 @@ class PolicyUpdate:
         c = self.c
         names = [k for k in ("problem_id", "stage", "group_id", "sample_idx") if k in batch.column_names]
         lengths = [len(x) for x in batch.column("completion_ids").to_pylist()]
+        left_out = spans_of(batch, "loss_mask_spans", max(lengths, default=1))
+        if left_out is not None:  # the loss's tokens: a masked token is in no normalizer
+            lengths = [n - int(left_out[k, :n].sum()) for k, n in enumerate(lengths)]
         keys = zip(*(batch.column(k).to_pylist() for k in names), strict=True) if names else [()] * len(lengths)
         if "group_id" in names:  # the group's draw, not its id (which hashes the run id)
             at = names.index("group_id")
@@ -155,6 +158,10 @@ class PolicyUpdate:
         device = next(self.model.parameters()).device
         advantages = torch.tensor(batch.column("advantage").to_pylist(), dtype=torch.float32, device=device)
         sampler = pad(batch.column("logprobs").to_pylist(), max(lengths, default=1)).to(device)  # (B, T)
+        # Token spans the policy loss leaves out, and spans a KL term covers (Octopus: o1 and the separator; o1)
+        left_out = spans_of(batch, "loss_mask_spans", sampler.shape[1])
+        kl_spans = spans_of(batch, "kl_mask_spans", sampler.shape[1]) if c.span_kl_coef > 0 else None
+        left_out, kl_spans = (m.to(device) if m is not None else None for m in (left_out, kl_spans))
         layout = [micro for mb in plan[0] for micro in split_indices(mb.rows, c.grad_accum)]
         forward_rows = c.forward_batch_size or max((len(m) for m in layout), default=1)
         old = None
@@ -172,6 +179,7 @@ class PolicyUpdate:
                 ref = self.no_grad_logprobs(ref_model, prompts, completions, forward_rows) if n else None
         weights = torch.zeros(n)
         losses, lows, highs, norms, kls, entropies, diffs, diff_max = [], [], [], [], [], [], [], 0.0
+        span_kls: list[float] = []
         ratio_sum, ratio_min, ratio_max, truncated, tokens_seen = 0.0, float("inf"), 0.0, 0.0, 0.0
         if self.switch_modes:
             self.model.train()
@@ -192,6 +200,9 @@ class PolicyUpdate:
                         self.model, [prompts[i] for i in micro], [completions[i] for i in micro], grad=True
                     )
                     t, mask = scored.logprobs.shape[1], scored.mask
+                    whole = mask  # every real completion token (the span KL term's domain)
+                    if left_out is not None:
+                        mask = mask & ~left_out[micro, :t]
                     old_m = scored.logprobs.detach() if old is None else old[micro, :t]
                     ratio = torch.exp((old_m - sampler[micro, :t]).clamp(-20, 20))
                     is_w = torch.where(mask, ratio.clamp(max=c.is_cap), torch.zeros_like(ratio))
@@ -200,10 +211,15 @@ class PolicyUpdate:
                         max_len=c.max_completion_length, is_weights=is_w, batch_tokens=batch_tokens, batch_seqs=batch_seqs,
                     )  # fmt: skip
                     loss = out.loss
-                    if ref is not None:
+                    if ref is not None and c.beta > 0:
                         kl = (kl_k3(scored.logprobs, ref[micro, :t]) * mask).sum() / batch_tokens
                         loss = loss + c.beta * kl
                         kls.append(kl.item() * batch_tokens / max(1.0, float(mask.sum())))
+                    if ref is not None and kl_spans is not None:
+                        covered = kl_spans[micro, :t] & whole
+                        span_kl = (kl_k3(scored.logprobs, ref[micro, :t]) * covered).sum() / batch_tokens
+                        loss = loss + c.span_kl_coef * span_kl
+                        span_kls.append(span_kl.item() * batch_tokens / max(1.0, float(covered.sum())))
                     loss.backward()
                     mb_loss += loss.item()
                     lows.append(out.clip_low_frac)
@@ -245,5 +261,7 @@ class PolicyUpdate:
             metrics["time/grad_allreduce"] = reduce_s
         if kls:
             metrics["kl"] = sum(kls) / len(kls)
+        if span_kls:
+            metrics["span_kl"] = sum(span_kls) / len(span_kls)
         self.row_weights = weights.tolist()
         return sum(losses) / len(losses)

@@ -1,6 +1,12 @@
 """Reward functions (a registry by name) and the composite weighted reward."""
 
-from reasonloop.tasks.rewards import answers, math_verify_reward, shaping, veritime  # noqa: F401 - registration
+from reasonloop.tasks.rewards import (  # noqa: F401 - registration
+    answers,
+    math_verify_reward,
+    self_correction,
+    shaping,
+    veritime,
+)
 from reasonloop.tasks.rewards.composite import CompositeReward, RewardResult
 from reasonloop.tasks.rewards.registry import REWARDS, get_reward, register_reward
 
