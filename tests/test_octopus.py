@@ -14,43 +14,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from reasonloop.tasks.engines.base import Completion, SamplingParams
-from reasonloop.tasks.models.precision import eos_token_ids
 from reasonloop.tasks.recipes.octopus import SEPARATOR, correction_reward, split_correction
 from reasonloop.tasks.rewards.self_correction import part_verifier
 from reasonloop.trainers.algos import kl_k3
 from reasonloop.trainers.logprobs import batched_logprobs
 from reasonloop.trainers.policy import load_policy
-from tests.trainer_helpers import arith_store, make_trainer
-
-
-class ScriptedTokens:
-    """Scripted texts, tokenized by the policy's tokenizer, with the policy's own logprobs (an
-    engine for completions a tiny model would not write: o1 ⊕ separator ⊕ o2)."""
-
-    name = "scripted-tokens"
-    accepts_token_ids = True
-
-    def __init__(self, model, tokenizer, script) -> None:
-        self.model, self.tokenizer, self.script = model, tokenizer, script
-        self.eos = min(eos_token_ids(model, tokenizer))
-
-    def generate(self, prompts, n: int, sampling: SamplingParams) -> list[Completion]:
-        out, rows = [], []
-        for index, prompt in enumerate(prompts):
-            text = self.tokenizer.decode(prompt, skip_special_tokens=True)
-            for i in range(n):
-                completion = self.script(text, i)
-                ids = self.tokenizer(completion, add_special_tokens=False)["input_ids"] + [self.eos]
-                rows.append((list(prompt), ids))
-                out.append(Completion(completion, ids, [], None, "stop", list(prompt), index))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos
-        scored = batched_logprobs(
-            self.model, [p for p, _ in rows], [c for _, c in rows], pad_id=pad, temperature=1.0, micro_batch=64
-        )
-        for k, c in enumerate(out):
-            c.logprobs = scored.logprobs[k, : len(c.token_ids)].tolist()
-        return out
+from tests.trainer_helpers import ScriptedTokens, arith_store, make_trainer
 
 
 def sums(prompt: str) -> tuple[str, str]:

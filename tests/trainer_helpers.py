@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from reasonloop.storage import ReplayStore
+from reasonloop.tasks.engines.base import Completion, SamplingParams
+from reasonloop.tasks.models.precision import eos_token_ids
 from reasonloop.tasks.recipes.arith import ArithConfig, generate
 from reasonloop.tasks.recipes.chat import as_chat
 from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.trainers.config import TrainConfig
+from reasonloop.trainers.logprobs import batched_logprobs
 from reasonloop.trainers.policy import load_policy
 from reasonloop.trainers.rl import RLTrainer
 
@@ -58,3 +61,32 @@ def make_trainer(
         config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id, output_dir=tmp / "ckpt",
         reward=reward, compute_dtype=policy.compute_dtype,
     )  # fmt: skip
+
+
+class ScriptedTokens:
+    """Scripted texts, tokenized by the policy's tokenizer, with the policy's own logprobs (an
+    engine for completions a tiny model would not write: o1 ⊕ separator ⊕ o2)."""
+
+    name = "scripted-tokens"
+    accepts_token_ids = True
+
+    def __init__(self, model, tokenizer, script) -> None:
+        self.model, self.tokenizer, self.script = model, tokenizer, script
+        self.eos = min(eos_token_ids(model, tokenizer))
+
+    def generate(self, prompts, n: int, sampling: SamplingParams) -> list[Completion]:
+        out, rows = [], []
+        for index, prompt in enumerate(prompts):
+            text = self.tokenizer.decode(prompt, skip_special_tokens=True)
+            for i in range(n):
+                completion = self.script(text, i)
+                ids = self.tokenizer(completion, add_special_tokens=False)["input_ids"] + [self.eos]
+                rows.append((list(prompt), ids))
+                out.append(Completion(completion, ids, [], None, "stop", list(prompt), index))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos
+        scored = batched_logprobs(
+            self.model, [p for p, _ in rows], [c for _, c in rows], pad_id=pad, temperature=1.0, micro_batch=64
+        )
+        for k, c in enumerate(out):
+            c.logprobs = scored.logprobs[k, : len(c.token_ids)].tolist()
+        return out

@@ -1,0 +1,169 @@
+"""Octopus cold-start SFT data (SPECS §3, "Cold-start SFT"): o1 sampled from the current policy,
+o2 from a stronger source that knows the ground truth, written o1 ⊕ separator ⊕ o2 into
+`sft_samples` with the rollouts they came from in `source_ids`.
+
+    sample `attempts` per problem with the policy -> COMMIT them as rollouts (the lineage)
+    -> per problem, pick (o1, o2):
+         mixed (the paper's choice): o1 a random attempt; o2 the teacher's answer given the
+           question, the ground truth and o1 ("Question / Ground Truth / Reference Answer"), or,
+           with teacher "gold", the recipe's gold chain;
+         in_distribution: all attempts right: o2 the first right one (best-of-N), o1 another;
+           some right: o1 a wrong one, o2 a right one; none right: no sample
+    -> COMMIT the samples (source `octopus_cold_start`; o1 and the separator masked from the loss
+       by default: they are the policy's own attempt, which SFT should not teach it again).
+
+The store, engines and tokenizer are passed in; Prefect wraps this in flows/octopus.py.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from reasonloop.schemas.common import config_fingerprint
+from reasonloop.tasks import prompts as prompt_policy
+from reasonloop.tasks.engines.base import SamplingParams
+from reasonloop.tasks.recipes.octopus import FORMATS, SEPARATOR
+from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
+from reasonloop.tasks.rewards.self_correction import part_verifier
+from reasonloop.tasks.rollout_rows import rollout_rows
+
+SOURCE = "octopus_cold_start"
+TEACHER_PROMPT = (
+    "Question: {question}\nGround Truth: {answer}\nReference Answer: {reference}\n"
+    "Generate a new complete answer to the question, step by step, ending with the final answer. "
+    "If the Reference Answer is wrong, correct it implicitly: do not mention the Reference Answer "
+    "or the Ground Truth."
+)
+
+
+@dataclass(frozen=True)
+class ColdStartConfig:
+    mode: str = "mixed"  # mixed | in_distribution
+    teacher: str = "gold"  # gold: the recipe's gold chain (sft_samples) | engine: a teacher engine
+    attempts: int = 4  # policy samples per problem (the paper: 4)
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    answer: str = "hash"  # hash (#<answer>) | boxed
+    mask_o1: bool = True  # o1 and the separator carry no SFT loss
+    split: str = "train"
+    source: str = ""  # problems of this source only ('' = all)
+    limit: int = 0  # problems (0 = all), in id order
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("mixed", "in_distribution"):
+            raise ValueError("mode must be mixed or in_distribution")
+        if self.teacher not in ("gold", "engine"):
+            raise ValueError("teacher must be gold or engine")
+        if self.mode == "in_distribution" and self.teacher != "gold":
+            raise ValueError("in_distribution takes o2 from the policy's own right attempts: no teacher")
+        if self.answer not in FORMATS:
+            raise ValueError(f"answer must be one of {', '.join(FORMATS)}")
+
+
+def pick_in_distribution(correct: list[bool], rng: random.Random) -> tuple[int, int] | None:
+    """(o1, o2) attempt indices: all right → o2 the first (best-of-N), o1 a random other; some
+    right → o1 a random wrong one, o2 a random right one; none right → None."""
+    right = [k for k, ok in enumerate(correct) if ok]
+    wrong = [k for k, ok in enumerate(correct) if not ok]
+    if not right or len(correct) < 2:
+        return None
+    if not wrong:
+        return rng.choice(right[1:]), right[0]
+    return rng.choice(wrong), rng.choice(right)
+
+
+def sample_row(problem: dict, o1: str, o2: str, source_ids: list[str], mask_o1: bool, fingerprint: str) -> dict:
+    """An sft_samples row: target o1 ⊕ separator ⊕ o2 (its spans are characters of the target)."""
+    spans = [{"start": 0, "end": len(o1) + len(SEPARATOR)}] if mask_o1 else None
+    return {
+        "prompt": problem["prompt"], "messages": problem.get("messages"), "target": o1 + SEPARATOR + o2,
+        "loss_mask_spans": spans, "problem_id": problem["id"], "source_ids": source_ids, "split": "train",
+        "source": SOURCE, "config_hash": fingerprint,
+    }  # fmt: skip
+
+
+def cold_start(store: Any, engine: Any, tokenizer: Any, config: ColdStartConfig, teacher: Any = None) -> dict[str, int]:
+    """Sample, commit the attempts, build and commit the samples; counts of what was written."""
+    from reasonloop.storage.samplers import split_filter
+
+    fingerprint = config_fingerprint(config)
+    answer_format = FORMATS[config.answer]
+    where, params = split_filter(config.split, config.source)
+    limit = f" LIMIT {int(config.limit)}" if config.limit else ""
+    problems = store.query(
+        f"SELECT id, prompt, messages, answer, answer_type, source FROM problems WHERE {where} ORDER BY id{limit}",
+        params,
+    ).to_pylist()
+    rendered = [prompt_policy.render(tokenizer, p["prompt"], p["messages"]) for p in problems]
+    inputs = [prompt_policy.encode(tokenizer, r) for r in rendered] if engine.accepts_token_ids else rendered
+    sampling = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    completions = engine.generate(inputs, config.attempts, sampling) if problems else []
+    rows = rollout_rows(
+        completions, rendered, run_id=f"{SOURCE}-{fingerprint[:12]}", policy_version=0, rewards=None,
+        source="train", problem_ids=[p["id"] for p in problems],
+    )  # fmt: skip
+    owners = [problems[c.prompt_index] for c in completions]
+    scores = score_by_answer_type(
+        [o["prompt"] for o in owners], [c.text for c in completions], [o["answer"] for o in owners],
+        [o["answer_type"] for o in owners],
+    )  # fmt: skip
+    for row, score in zip(rows, scores, strict=True):
+        row["reward"] = score  # which attempts were right, for whoever reads the lineage
+    attempts: dict[int, list[tuple[str | None, str]]] = {}
+    for completion, row in zip(completions, rows, strict=True):
+        attempts.setdefault(completion.prompt_index, []).append((answer_format.truncate(completion.text), row["id"]))
+    if rows:
+        store.write("rollouts", rows, run_id=rows[0]["run_id"], producer=f"recipe:{SOURCE}")
+    gold_chains = _gold_chains(store, problems) if config.teacher == "gold" else {}
+    picks: list[tuple[dict, str, list[str]]] = []  # (problem, o1, source ids) waiting for an o2
+    samples: list[dict] = []
+    for index, problem in enumerate(problems):
+        rng = random.Random(f"{config.seed}/{problem['id']}")
+        usable = [(o1, rid) for o1, rid in attempts.get(index, []) if o1 is not None]
+        if not usable:
+            continue
+        verify, gold = part_verifier(problem["answer_type"]), str(problem["answer"])
+        if config.mode == "in_distribution":
+            pick = pick_in_distribution([verify(o1, gold) for o1, _ in usable], rng)
+            if pick is not None:
+                (o1, id1), (o2, id2) = usable[pick[0]], usable[pick[1]]
+                samples.append(sample_row(problem, o1, o2, [id1, id2], config.mask_o1, fingerprint))
+            continue
+        o1, rid = rng.choice(usable)
+        if config.teacher == "gold":
+            chain = gold_chains.get((problem["source"], problem["prompt"]))
+            if chain is not None:
+                samples.append(sample_row(problem, o1, chain, [rid], config.mask_o1, fingerprint))
+        else:
+            picks.append((problem, o1, [rid]))
+    if picks:  # one batched call to the teacher, greedy
+        asks = [TEACHER_PROMPT.format(question=p["prompt"], answer=p["answer"], reference=o1) for p, o1, _ in picks]
+        answers = teacher.generate(asks, 1, SamplingParams(temperature=0.0, max_new_tokens=config.max_new_tokens))
+        for completion in answers:
+            problem, o1, ids = picks[completion.prompt_index]
+            o2 = answer_format.truncate(completion.text)
+            if o2 is not None:
+                samples.append(sample_row(problem, o1, o2, ids, config.mask_o1, fingerprint))
+    result = store.write("sft_samples", samples, producer=f"recipe:{SOURCE}") if samples else None
+    return {
+        "problems": len(problems), "attempts": len(rows), "samples": len(samples),
+        "committed": result.committed if result else 0,
+    }  # fmt: skip
+
+
+def _gold_chains(store: Any, problems: list[dict]) -> dict[tuple[str, str], str]:
+    """The recipe's gold chain of each problem: its plain sft_samples target, by (source, prompt)."""
+    sources = sorted({p["source"] for p in problems})
+    if not sources:
+        return {}
+    rows = store.query(
+        "SELECT source, prompt, target FROM sft_samples WHERE list_contains($sources, source) ORDER BY id",
+        {"sources": sources},
+    ).to_pylist()
+    out: dict[tuple[str, str], str] = {}
+    for row in rows:
+        out.setdefault((row["source"], row["prompt"]), row["target"])
+    return out
