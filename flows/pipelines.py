@@ -121,13 +121,13 @@ def rollout_task(root: str, model: str, run_id: str, config: dict) -> int:
 @task(name="evaluate", cache_policy=NO_CACHE, retries=1)
 def evaluate_task(
     root: str, model: str, split: str, source: str, limit: int, max_new_tokens: int, engine: str = "transformers",
-    engine_url: str = "",
+    engine_url: str = "", corrections: int = 0,
 ) -> dict:  # fmt: skip
     from reasonloop.trainers.run import evaluate_model
 
     return evaluate_model(
         ReplayStore(root), model, split=split, source=source, limit=limit, max_new_tokens=max_new_tokens,
-        engine=engine, engine_url=engine_url,
+        engine=engine, engine_url=engine_url, corrections=corrections,
     )  # fmt: skip
 
 
@@ -162,8 +162,8 @@ def train(root: str, model: str, run_id: str, config: dict | None = None, resume
 @flow(name="evaluate")
 def evaluate(
     root: str, model: str, split: str = "heldout", source: str = "", limit: int = 512, max_new_tokens: int = 64,
-    engine: str = "transformers", engine_url: str = "",
+    engine: str = "transformers", engine_url: str = "", corrections: int = 0,
 ) -> dict:  # fmt: skip
     """Greedy accuracy per task type and pass@k on a held-out split (`engine`: transformers, vllm,
-    or openai with the server at `engine_url`)."""
-    return evaluate_task(root, model, split, source, limit, max_new_tokens, engine, engine_url)
+    or openai with the server at `engine_url`); `corrections` > 0: Octopus's test-time scaling."""
+    return evaluate_task(root, model, split, source, limit, max_new_tokens, engine, engine_url, corrections)

@@ -1,6 +1,7 @@
 """Octopus cold-start SFT data (tasks/recipes/octopus_data.py), on both test models: attempts from
 the policy committed as rollouts, (o1, o2) picked by the mixed and in-distribution rules, the gold
-chain or a teacher engine for o2, samples with lineage, and SFT masking o1 and the separator."""
+chain or a teacher engine for o2, samples with lineage, and SFT masking o1; test-time corrections
+and the whole flow."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_mixed_with_the_gold_chain_from_the_policy(sft_model: Path, model_kind: 
     store = arith_store(tmp_path / "store", n=60, chat=model_kind == "bpe")
     policy = load_policy(sft_model, ModelOptions())
     engine = TransformersEngine(policy.model, policy.tokenizer)
-    config = ColdStartConfig(limit=12, max_new_tokens=24, seed=1)
+    config = ColdStartConfig(limit=12, max_new_tokens=24, seed=1, mask_o1=True)
     counts = cold_start(store, engine, policy.tokenizer, config)
     assert counts["attempts"] == 12 * 4 and counts["samples"] == counts["committed"] > 0
     samples = store.query(f"SELECT * FROM sft_samples WHERE source = '{SOURCE}'").to_pylist()
@@ -52,13 +53,13 @@ def test_mixed_with_the_gold_chain_from_the_policy(sft_model: Path, model_kind: 
         assert o2 == gold[s["prompt"]], "mixed with teacher gold: o2 is the recipe's gold chain"
         (source,) = s["source_ids"]
         assert attempts[source]["completion"].startswith(o1) and re.search(r"#\S*$", o1), "o1: an attempt, cut"
-        assert s["loss_mask_spans"] == [{"start": 0, "end": len(o1) + len(SEPARATOR)}]
-        # SFT on it: only o2's tokens (and the end of the turn) carry loss
+        assert s["loss_mask_spans"] == [{"start": 0, "end": len(o1)}]
+        # SFT on it: the separator and o2 (and the end of the turn) carry loss, o1 none
         _, target_ids, keep = encode_sample(policy.tokenizer, s)
         kept = policy.tokenizer.decode(
             [t for t, k in zip(target_ids, keep, strict=True) if k], skip_special_tokens=True
         )
-        assert kept.strip() == o2
+        assert kept.strip() == (SEPARATOR + o2).strip()
     assert {r["reward"] for r in attempts.values()} <= {0.0, 1.0}, "the attempts are scored by their verifier"
 
 
@@ -108,3 +109,50 @@ def test_mixed_with_a_teacher_engine(sft_model: Path, model_kind: str, tmp_path:
     answers = {p["id"]: p["answer"] for p in store.query("SELECT id, answer FROM problems").to_pylist()}
     for s in samples:
         assert s["target"].split(SEPARATOR)[1] == f"worked it out;#{answers[s['problem_id']]}", "cut after the answer"
+
+
+def test_forced_corrections_continue_after_the_separator(sft_model: Path, model_kind: str) -> None:
+    """Test-time scaling: each round appends the separator and continues from prompt + completion."""
+    from reasonloop.tasks.rewards.self_correction import correction_stats
+    from reasonloop.trainers.evaluate import with_corrections
+
+    policy = load_policy(sft_model, ModelOptions())
+    seen: list[str] = []
+
+    def corrector(prompt: str, i: int) -> str:
+        seen.append(prompt)
+        return "#5" if prompt.rstrip().endswith("</self-correction>") else "#4"
+
+    engine = ScriptedTokens(policy.model, policy.tokenizer, corrector)
+    prompt_ids = [policy.tokenizer("2+3=", add_special_tokens=False)["input_ids"]] * 2
+    texts = with_corrections(engine, policy.tokenizer, prompt_ids, ["#4", "#5"], 2, 8)
+    assert texts == [f"#4{SEPARATOR}#5{SEPARATOR}#5", f"#5{SEPARATOR}#5{SEPARATOR}#5"]
+    assert seen[0].endswith("#4" + SEPARATOR.rstrip()) or seen[0].rstrip().endswith("</self-correction>")
+    stats = correction_stats(texts, ["5", "5"], ["exact", "exact"])
+    assert stats == {"n": 2.0, "first_accuracy": 0.5, "final_accuracy": 1.0, "w_to_c": 0.5, "c_to_w": 0.0}
+
+
+def test_the_octopus_flow_runs_end_to_end(harness, sft_model: Path, model_kind: str, tmp_path: Path) -> None:
+    """cold start -> SFT -> stage I -> stage II -> evaluation, every step through the store."""
+    from reasonloop.flows.octopus import octopus
+
+    store = arith_store(tmp_path / "store", n=300, chat=model_kind == "bpe")
+    stage = {"steps": 2, "group_size": 4, "prompts_per_step": 4, "max_completion_length": 96, "lr": 2e-5}
+    result = octopus(
+        str(store.root), str(sft_model), str(tmp_path / "out"), cold={"limit": 64, "max_new_tokens": 24},
+        sft={"steps": 200, "batch_size": 16, "lr": 1e-3}, stage1=stage, eval_limit=32, max_new_tokens=96,
+    )  # fmt: skip
+    assert result["cold_start"]["samples"] > 0
+    stages = store.query(
+        "SELECT run_id, stage, count(*) AS n, count(kl_mask_spans) AS kl FROM rollouts "
+        "WHERE run_id LIKE 'octopus-stage%' GROUP BY ALL ORDER BY ALL"
+    ).to_pylist()  # fmt: skip
+    recombined = {r["run_id"]: r for r in stages if r["stage"] == "recombined"}
+    assert recombined["octopus-stage1"]["n"] == recombined["octopus-stage2"]["n"] == 2 * 4 * 8
+    assert recombined["octopus-stage2"]["kl"] == 0, "stage II has no KL term"
+    metrics = store.query("SELECT run_id, metrics FROM train_metrics WHERE run_id LIKE 'octopus-stage%'").to_pylist()
+    separator = max(dict(m["metrics"])["octopus/separator_frac"] for m in metrics)
+    assert separator > 0, "after the cold-start SFT the policy writes the self-correction separator"
+    assert recombined["octopus-stage1"]["kl"] > 0, "stage I's rows with a separator carry the KL span"
+    for evaluation in result["evals"].values():
+        assert evaluation["corrections"]["k"] == 1 and evaluation["n"] > 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reasonloop.tasks.engines.base import Engine, SamplingParams
+from reasonloop.tasks.recipes.octopus import SEPARATOR
 from reasonloop.tasks.rewards import get_reward
 from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 
@@ -66,3 +68,22 @@ def paired_gain(after: dict, before: dict) -> Gain:
         var = sum((d - mean) ** 2 for d in diffs) / max(1, n - 1)
         return Gain(delta, math.sqrt(var / n), paired=True)
     return Gain(delta, math.sqrt(after["stderr"] ** 2 + before["stderr"] ** 2), paired=False)
+
+
+def with_corrections(
+    engine: Engine, tokenizer: Any, prompt_ids: list[list[int]], texts: list[str], rounds: int, max_new_tokens: int
+) -> list[str]:
+    """Octopus's test-time scaling: `rounds` times, append the self-correction separator to each
+    completion and let the policy continue greedily; the whole texts (score the last answer)."""
+    if rounds and not getattr(engine, "accepts_token_ids", False):
+        raise ValueError("corrections need an engine that takes token ids (the continuation is prompt + completion)")
+    texts = list(texts)
+    for _ in range(rounds):
+        asks = [
+            list(ids) + list(tokenizer(text + SEPARATOR, add_special_tokens=False)["input_ids"])
+            for ids, text in zip(prompt_ids, texts, strict=True)
+        ]
+        more = engine.generate(asks, 1, SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
+        for c in more:
+            texts[c.prompt_index] += SEPARATOR + c.text
+    return texts

@@ -116,7 +116,7 @@ def evaluate_model(
     store: ReplayStore, model: str | Path, *, split: str = "heldout", source: str = "", limit: int = 512,
     max_new_tokens: int = 64, pass_k: int = 4, pass_k_limit: int = 128, seed: int = 0, device: str = "auto",
     dtype: str = "auto", chat_template: str = "auto", batch_size: int = 256, engine: str = "transformers",
-    engine_url: str = "",
+    engine_url: str = "", corrections: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """Greedy accuracy per task type (with n and binomial standard error) and pass@k on a fixed
     held-out list (ordered by id, so every model sees the same problems). Each completion is
@@ -124,12 +124,18 @@ def evaluate_model(
     verifier (rubric) are counted (`unscored`) and left out of the accuracy. Prompts follow the
     chat-template policy of training (tasks/prompts.py), on `device` in `dtype`. `engine`:
     transformers | vllm (this process) | openai (a server at `engine_url` serving `model`; prompts
-    are rendered and tokenized here, as in training)."""
+    are rendered and tokenized here, as in training). Completions written o1 ⊕ separator ⊕ o2
+    (Octopus) also get `self_correction`: first- and final-answer accuracy, w→c and c→w rates;
+    `corrections` = k appends the separator k more times and continues greedily (test-time
+    scaling), reported as `corrections`."""
     from reasonloop.storage.samplers import split_filter
     from reasonloop.tasks import prompts as prompt_policy
     from reasonloop.tasks.engines import SamplingParams, make_engine
     from reasonloop.tasks.models.loading import load_tokenizer
+    from reasonloop.tasks.recipes.octopus import SEPARATOR
     from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
+    from reasonloop.tasks.rewards.self_correction import correction_stats
+    from reasonloop.trainers.evaluate import with_corrections
     from reasonloop.trainers.step_utils import resolve_device
 
     where, params = split_filter(split, source)
@@ -167,6 +173,18 @@ def evaluate_model(
         by_task.setdefault(p["taxonomy"] or "all", []).append(float(s == 1.0))
     result: dict[str, Any] = {"n": len(scores), **_acc(scores), "per_task": {t: _acc(v) for t, v in by_task.items()}}
     result["unscored"] = len(raw) - len(scores)
+    texts, answers, kinds = (
+        [c.text for c in greedy],
+        [p["answer"] for p in problems],
+        [p["answer_type"] for p in problems],
+    )
+    if any(SEPARATOR in t for t in texts):
+        result["self_correction"] = correction_stats(texts, answers, kinds)
+    if corrections:
+        longer = with_corrections(
+            sampler, tokenizer, [c.prompt_ids for c in greedy], texts, corrections, max_new_tokens
+        )
+        result["corrections"] = {"k": corrections, **correction_stats(longer, answers, kinds)}
     # Per-problem results, so two models on the same problems can be compared pairwise.
     result["ids"] = [p["id"] for p, _ in verdicts]
     result["correct"] = [int(s == 1.0) for s in scores]

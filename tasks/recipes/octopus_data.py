@@ -9,8 +9,11 @@ o2 from a stronger source that knows the ground truth, written o1 ⊕ separator 
            with teacher "gold", the recipe's gold chain;
          in_distribution: all attempts right: o2 the first right one (best-of-N), o1 another;
            some right: o1 a wrong one, o2 a right one; none right: no sample
-    -> COMMIT the samples (source `octopus_cold_start`; o1 and the separator masked from the loss
-       by default: they are the policy's own attempt, which SFT should not teach it again).
+    -> COMMIT the samples (source `octopus_cold_start`), trained whole by default as in the paper
+       (LLaMA-Factory SFT on the response); `mask_o1` leaves the policy's own attempt out of the
+       loss. Measured on the tiny char model: with o1 masked, 40 SFT steps taught it to start with a
+       garbled separator instead of an attempt (it never learns where o1 ends); trained whole, it
+       writes attempt ⊕ separator ⊕ correction.
 
 The store, engines and tokenizer are passed in; Prefect wraps this in flows/octopus.py.
 """
@@ -46,7 +49,7 @@ class ColdStartConfig:
     max_new_tokens: int = 64
     temperature: float = 1.0
     answer: str = "hash"  # hash (#<answer>) | boxed
-    mask_o1: bool = True  # o1 and the separator carry no SFT loss
+    mask_o1: bool = False  # True: o1 carries no SFT loss (the separator and o2 do)
     split: str = "train"
     source: str = ""  # problems of this source only ('' = all)
     limit: int = 0  # problems (0 = all), in id order
@@ -77,7 +80,7 @@ def pick_in_distribution(correct: list[bool], rng: random.Random) -> tuple[int, 
 
 def sample_row(problem: dict, o1: str, o2: str, source_ids: list[str], mask_o1: bool, fingerprint: str) -> dict:
     """An sft_samples row: target o1 ⊕ separator ⊕ o2 (its spans are characters of the target)."""
-    spans = [{"start": 0, "end": len(o1) + len(SEPARATOR)}] if mask_o1 else None
+    spans = [{"start": 0, "end": len(o1)}] if mask_o1 else None
     return {
         "prompt": problem["prompt"], "messages": problem.get("messages"), "target": o1 + SEPARATOR + o2,
         "loss_mask_spans": spans, "problem_id": problem["id"], "source_ids": source_ids, "split": "train",

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from reasonloop.tasks.recipes.octopus import BOXED, HASH, AnswerFormat, correction_reward, split_correction
+from reasonloop.tasks.recipes.octopus import (
+    BOXED,
+    HASH,
+    SEPARATOR,
+    AnswerFormat,
+    correction_reward,
+    final_part,
+    split_correction,
+)
 from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 from reasonloop.tasks.rewards.registry import completion_text, register_reward
 
@@ -39,3 +47,26 @@ def self_correction_boxed(
     prompts: list, completions: list, answer: list, answer_type: list | None = None, **_: Any
 ) -> list:
     return _scores(BOXED, completions, answer, answer_type)
+
+
+def correction_stats(
+    texts: list[str], answers: list, answer_types: list, answer_format: AnswerFormat = HASH
+) -> dict[str, float]:
+    """How self-correcting completions fare: accuracy of the first answer (o1) and of the final
+    one (after the last separator), and the w→c and c→w rates, over completions with a separator
+    (`n`); a part without an answer counts as wrong."""
+    first_ok, final_ok = [], []
+    for text, gold, kind in zip(texts, answers, answer_types, strict=True):
+        if SEPARATOR not in text:
+            continue
+        verify = part_verifier(kind)
+        first = answer_format.truncate(text.split(SEPARATOR, 1)[0])
+        final = answer_format.truncate(final_part(text))
+        first_ok.append(first is not None and verify(first, str(gold)))
+        final_ok.append(final is not None and verify(final, str(gold)))
+    n = max(1, len(first_ok))
+    pairs = list(zip(first_ok, final_ok, strict=True))
+    return {
+        "n": float(len(first_ok)), "first_accuracy": sum(first_ok) / n, "final_accuracy": sum(final_ok) / n,
+        "w_to_c": sum(not a and b for a, b in pairs) / n, "c_to_w": sum(a and not b for a, b in pairs) / n,
+    }  # fmt: skip
