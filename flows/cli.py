@@ -79,6 +79,51 @@ def demo_command(
     typer.echo(f"wall time: {result['wall_s']:.0f} s")
 
 
+@app.command("octopus")
+def octopus_command(
+    model: Annotated[str, typer.Option(help="The policy to start from (an SFT'd checkpoint folder or hub id).")],
+    out: Annotated[str, typer.Option(help="Folder for the cold-start model.")] = "octopus-out",
+    run_id: Annotated[str, typer.Option(help="Prefix of the runs (<run-id>-sft, -stage1, -stage2).")] = "octopus",
+    cold_limit: Annotated[int, typer.Option(help="Problems for cold-start data (0 = all of the train split).")] = 512,
+    mode: Annotated[str, typer.Option(help="Cold start: mixed (o2: the gold chain) | in_distribution.")] = "mixed",
+    sft_steps: Annotated[int, typer.Option(help="Cold-start SFT steps.")] = 200,
+    stage1_steps: Annotated[int, typer.Option(help="RL steps of stage I (o2 only, KL on o1).")] = 60,
+    stage2_steps: Annotated[int, typer.Option(help="RL steps of stage II (o1 unmasked for cc/ww).")] = 60,
+    selection: Annotated[str, typer.Option(help="Recombined pairs by the paper's rule or the code's.")] = "code",
+    group_size: Annotated[int, typer.Option(help="Samples per prompt n (augmented to 2n).")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Completion cap (o1, separator and o2 together).")] = 128,
+    lr: Annotated[float, typer.Option(help="RL learning rate.")] = 1e-6,
+    corrections: Annotated[int, typer.Option(help="Forced corrections at evaluation (test-time scaling).")] = 1,
+    eval_limit: Annotated[int, typer.Option(help="Held-out problems evaluated.")] = 512,
+    root: RootOption = None,
+) -> None:
+    """Octopus on problems in the store: cold-start data -> SFT -> RL stage I -> stage II -> evaluation
+    (Prefect flow; the store must hold problems and their gold chains, e.g. `reasonloop synth arith`)."""
+    from reasonloop.flows.cli_model import quiet_transformers
+    from reasonloop.flows.prefect_env import configure_prefect
+    from reasonloop.storage.layout import resolve_root
+
+    store_root = resolve_root(root)
+    configure_prefect(store_root)
+    quiet_transformers()
+    from reasonloop.flows.octopus import octopus
+
+    stage = {"group_size": group_size, "max_completion_length": max_new_tokens, "lr": lr,
+             "octopus_selection": selection}  # fmt: skip
+    result = octopus(
+        str(store_root), model, out, run_id=run_id, cold={"limit": cold_limit, "mode": mode,
+        "max_new_tokens": max_new_tokens}, sft={"steps": sft_steps}, stage1={**stage, "steps": stage1_steps},
+        stage2={**stage, "steps": stage2_steps}, eval_limit=eval_limit, max_new_tokens=max_new_tokens,
+        corrections=corrections,
+    )  # fmt: skip
+    for name, e in result["evals"].items():
+        fixed = e.get("corrections", {})
+        typer.echo(f"{name:>10}: accuracy {100 * e['accuracy']:.1f}% (n={e['n']}); after {fixed.get('k', 0)} forced "
+                   f"correction(s): {100 * fixed.get('final_accuracy', 0):.1f}%, w->c {100 * fixed.get('w_to_c', 0):.1f}%, "
+                   f"c->w {100 * fixed.get('c_to_w', 0):.1f}%")  # fmt: skip
+    typer.echo(f"final checkpoint: {result['stage2']}")
+
+
 def main() -> None:
     app()
 
