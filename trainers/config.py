@@ -121,6 +121,8 @@ class TrainConfig(ModelOptions):
     igrpo_train_drafts: bool = opt(False, "iGRPO: also train on the drafts (group advantages), not only refinements.")
     octopus_stage: int = opt(1, "Octopus: 1 trains o2 only (o1 and separator masked, KL on o1); 2 unmasks o1 for "
                                 "cc and ww pairs, no KL.")  # fmt: skip
+    octopus_masks: bool = opt(True, "Octopus: selective masking by stage; off trains every token of every row "
+                                    "(the reward-hacking control: r' pays more for w->c than c->c).")  # fmt: skip
     octopus_selection: str = opt(
         "code", "Octopus: how recombined pairs are chosen: paper | code (the released code's)."
     )

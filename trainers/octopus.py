@@ -89,8 +89,13 @@ def token_boundary(tokenizer: Any, ids: Sequence[int], chars: int) -> int:
     return lo
 
 
-def stage_masks(stage: int, label: str | None, o1_end: int, separator_end: int) -> tuple[list | None, list | None]:
-    """(loss_mask_spans, kl_mask_spans) of a row with a separator, in completion tokens."""
+def stage_masks(
+    stage: int, label: str | None, o1_end: int, separator_end: int, masks: bool = True
+) -> tuple[list | None, list | None]:
+    """(loss_mask_spans, kl_mask_spans) of a row with a separator, in completion tokens; none
+    with `masks` off (the reward-hacking control)."""
+    if not masks:
+        return None, None
     if stage == 1:
         return [{"start": 0, "end": separator_end}], [{"start": 0, "end": o1_end}]
     if label in ("cc", "ww"):
@@ -141,7 +146,7 @@ def augment(trainer: RLTrainer, committed: pa.Table, step: int, salt: str, metri
                 at = row["completion"].find(SEPARATOR)
                 o1_end = token_boundary(tokenizer, row["completion_ids"], at)
                 sep_end = token_boundary(tokenizer, row["completion_ids"], at + len(SEPARATOR))
-                loss_spans, kl_spans = stage_masks(c.octopus_stage, label, o1_end, sep_end)
+                loss_spans, kl_spans = stage_masks(c.octopus_stage, label, o1_end, sep_end, c.octopus_masks)
             members.append({
                 **{k: row[k] for k in ("prompt", "prompt_ids", "completion", "completion_ids", "logprobs", "entropy",
                                        "finish_reason")},
@@ -152,10 +157,11 @@ def augment(trainer: RLTrainer, committed: pa.Table, step: int, salt: str, metri
             label = pair_label(bool(o1_ok[i]), bool(o2_ok[j]))
             o1, o2 = parts[i].o1 or "", parts[j].o2 or ""
             last = originals[j]["completion_ids"][-1:] or [None]
-            ids = encode(o1) + separator_ids + encode(o2) + [last[0] if last[0] in eos else eos[0]]
+            o1_ids = encode(o1)
+            ids = o1_ids + separator_ids + encode(o2) + [last[0] if last[0] in eos else eos[0]]
             ids = ids[: c.max_completion_length]
             loss_spans, kl_spans = stage_masks(
-                c.octopus_stage, label, len(encode(o1)), len(encode(o1)) + len(separator_ids)
+                c.octopus_stage, label, len(o1_ids), len(o1_ids) + len(separator_ids), c.octopus_masks
             )
             members.append({
                 "prompt": originals[i]["prompt"], "prompt_ids": originals[i]["prompt_ids"],
