@@ -12,9 +12,9 @@ One SFT'd model is the start of every arm. Per seed:
                     wrong first on purpose and then "correct"?)
 Budget: the octopus arm runs --octopus-steps steps; every other arm trains until it has generated
 as many tokens (sampled ones only: recombined pairs are not generated). Evaluation on held-out
-problems, greedy: the first answer (single pass), the policy's own final answer, the answer after
-one forced correction (the separator appended, greedy continuation), and the w->c / c->w rates
-between the first answer and that forced final one.
+problems, greedy (`evaluate`): the first answer (single pass), the answer after one correction
+(the policy's own o2; forced for a completion with none), the w->c / c->w rates between the two,
+and the answer after one more forced correction (test-time scaling).
 """
 
 from __future__ import annotations
@@ -70,22 +70,27 @@ def train_arm(
 
 
 def evaluate(model: Path, heldout: list[dict]) -> dict[str, float]:
+    """first: the first answer; after_one: the answer after one correction (the policy's own o2,
+    or for a completion with no separator, a forced one: separator appended, greedy continuation);
+    w_to_c / c_to_w between the two; one_more: after one further forced correction on top
+    (test-time scaling, k = 1); separator: share of completions that correct themselves."""
     engine = TransformersEngine(model, batch_size=256)
     tokenizer = engine.tokenizer
     greedy = engine.generate([p["prompt"] for p in heldout], 1, SamplingParams(temperature=0, max_new_tokens=MAX_NEW))
     texts = [c.text for c in greedy]
     forced = with_corrections(engine, tokenizer, [c.prompt_ids for c in greedy], texts, 1, MAX_NEW)
+    once = [t if SEPARATOR in t else f for t, f in zip(texts, forced, strict=True)]
     verify = part_verifier("exact")
 
-    def right(part: str | None, gold: str) -> bool:
-        return part is not None and verify(part, gold)
+    def right(texts: list[str], part) -> list[bool]:
+        found = [HASH.truncate(part(t)) for t in texts]
+        return [a is not None and verify(a, p["answer"]) for a, p in zip(found, heldout, strict=True)]
 
-    first = [right(HASH.truncate(t.split(SEPARATOR, 1)[0]), p["answer"]) for t, p in zip(texts, heldout, strict=True)]
-    own = [right(HASH.truncate(final_part(t)), p["answer"]) for t, p in zip(texts, heldout, strict=True)]
-    after = [right(HASH.truncate(final_part(t)), p["answer"]) for t, p in zip(forced, heldout, strict=True)]
+    first = right(texts, lambda t: t.split(SEPARATOR, 1)[0])
+    after = right(once, final_part)
     n = len(heldout)
     return {
-        "first": sum(first) / n, "own_final": sum(own) / n, "forced_final": sum(after) / n,
+        "first": sum(first) / n, "after_one": sum(after) / n, "one_more": sum(right(forced, final_part)) / n,
         "w_to_c": sum(not a and b for a, b in zip(first, after, strict=True)) / n,
         "c_to_w": sum(a and not b for a, b in zip(first, after, strict=True)) / n,
         "separator": sum(SEPARATOR in t for t in texts) / n,
@@ -146,7 +151,7 @@ def main() -> None:
         for arm, (path, tokens, wall) in runs.items():
             results[arm].append({**evaluate(path, heldout), "tokens": tokens, "wall": wall})
             print(f"seed {seed} {arm}: {results[arm][-1]}", flush=True)
-    keys = ("first", "own_final", "forced_final", "w_to_c", "c_to_w", "separator")
+    keys = ("first", "after_one", "one_more", "w_to_c", "c_to_w", "separator")
     print("\n| arm | " + " | ".join(keys) + " | generated tokens | wall s |")
     print("|---|" + "---|" * (len(keys) + 2))
     print("| SFT start | " + " | ".join(f"{100 * start_eval[k]:.1f}" for k in keys) + " | — | — |")

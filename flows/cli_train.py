@@ -51,7 +51,7 @@ def train(
     root: RootOption = None,
     **config: Any,
 ) -> None:
-    """RL on problems already in the store (GRPO, Dr. GRPO, DAPO, GSPO, iGRPO)."""
+    """RL on problems already in the store (GRPO, Dr. GRPO, DAPO, GSPO, iGRPO, Octopus)."""
     if async_mode:
         config["async_rollouts"] = True
     quiet_transformers()

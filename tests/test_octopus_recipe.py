@@ -161,3 +161,42 @@ def test_padding_when_pairs_run_out() -> None:
 )
 def test_reward_and_its_caps(text: str, expected: float) -> None:
     assert correction_reward(split_correction(text), "5", verify) == pytest.approx(expected)
+
+
+def test_the_reward_on_veritime_targets() -> None:
+    """VeriTime's chains end in '#<answer>' too; exact and choice problems are each checked by
+    their own verifier (the registered `self_correction` reward)."""
+    from reasonloop.tasks.recipes.veritime import VeriTimeConfig, generate
+    from reasonloop.tasks.rewards import get_reward
+
+    problems, samples = generate(VeriTimeConfig(n=200, seed=0))
+    gold = {s["prompt"]: s["target"] for s in samples}
+    reward = get_reward("self_correction")
+    kinds = {p["answer_type"] for p in problems}
+    assert kinds == {"exact", "choice"}
+    for p in problems:
+        chain = gold[p["prompt"]]
+        wrong = chain.rsplit("#", 1)[0] + "#zzz"
+        texts = [wrong + SEPARATOR + chain, chain + SEPARATOR + chain, chain + SEPARATOR + wrong, chain]
+        scores = reward([p["prompt"]] * 4, texts, answer=[p["answer"]] * 4, answer_type=[p["answer_type"]] * 4)
+        assert scores == pytest.approx([1.0, 0.9 * 0.5 + 0.1, 0.9 * -0.25 + 0.1, 0.9 * 0.5 + 0.1])
+
+
+def test_stage_masks() -> None:
+    from reasonloop.trainers.octopus import stage_masks
+
+    span = [{"start": 0, "end": 5}]
+    assert stage_masks(1, "cc", 3, 5) == (span, [{"start": 0, "end": 3}]), "stage I: every row, KL on o1"
+    assert stage_masks(2, "wc", 3, 5) == (span, None) and stage_masks(2, "cw", 3, 5) == (span, None)
+    assert stage_masks(2, "cc", 3, 5) == (None, None) and stage_masks(2, "ww", 3, 5) == (None, None)
+    assert stage_masks(1, "wc", 3, 5, masks=False) == (None, None), "the reward-hacking control"
+
+
+def test_code_rule_with_one_correct_original() -> None:
+    o1 = [False, False, False, True]
+    o2 = [True, False, False, False]
+    pools, originals = group(o1, o2)
+    chosen, padding = select_pairs(pools, originals, 4, "code", random.Random(0))
+    labels = [pair_label(o1[i], o2[j]) for i, j in chosen]
+    # k = 1: quota (4 - 1) // 2 = 1 w→c, one c→c (only (3, 0)), one c→w, then w→w
+    assert labels == ["wc", "cc", "cw", "ww"] and padding == 0
