@@ -1,6 +1,6 @@
 """Octopus vs GSPO at matched generated tokens, from one SFT start (tiny char Llama, arith).
 
-    python benchmarks/octopus_bench.py [--seeds 0 1 2] [--octopus-steps 40] [--heldout 256]
+    python benchmarks/octopus_bench.py [--seeds 0 1 2] [--octopus-steps 40] [--heldout 256] [--max-digits 2]
 
 One SFT'd model is the start of every arm. Per seed:
   cold start: mixed cold-start data (o1: the SFT model's attempt, o2: the gold chain) -> SFT
@@ -46,7 +46,7 @@ from reasonloop.trainers.policy import load_policy
 from reasonloop.trainers.rl import RLTrainer
 from reasonloop.trainers.run import run_sft_to
 
-MAX_NEW = 96  # o1 (~10-30 characters) + the 41-character separator + o2
+MAX_NEW = 96  # o1 (~10-30 characters) + the 41-character separator + o2 (--max-new)
 
 
 def generated_tokens(store: ReplayStore, run_id: str) -> int:
@@ -69,16 +69,16 @@ def train_arm(
     return trainer.save()
 
 
-def evaluate(model: Path, heldout: list[dict]) -> dict[str, float]:
+def evaluate(model: Path, heldout: list[dict], max_new: int) -> dict[str, float]:
     """first: the first answer; after_one: the answer after one correction (the policy's own o2,
     or for a completion with no separator, a forced one: separator appended, greedy continuation);
     w_to_c / c_to_w between the two; one_more: after one further forced correction on top
     (test-time scaling, k = 1); separator: share of completions that correct themselves."""
     engine = TransformersEngine(model, batch_size=256)
     tokenizer = engine.tokenizer
-    greedy = engine.generate([p["prompt"] for p in heldout], 1, SamplingParams(temperature=0, max_new_tokens=MAX_NEW))
+    greedy = engine.generate([p["prompt"] for p in heldout], 1, SamplingParams(temperature=0, max_new_tokens=max_new))
     texts = [c.text for c in greedy]
-    forced = with_corrections(engine, tokenizer, [c.prompt_ids for c in greedy], texts, 1, MAX_NEW)
+    forced = with_corrections(engine, tokenizer, [c.prompt_ids for c in greedy], texts, 1, max_new)
     once = [t if SEPARATOR in t else f for t, f in zip(texts, forced, strict=True)]
     verify = part_verifier("exact")
 
@@ -105,32 +105,36 @@ def main() -> None:
     parser.add_argument("--cold-sft-steps", type=int, default=200)
     parser.add_argument("--heldout", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--max-digits", type=int, default=2, help="arith operand length (3: a weaker SFT start)")
+    parser.add_argument("--max-new", type=int, default=MAX_NEW, help="completion cap (o1, separator and o2)")
     args = parser.parse_args()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     tmp = Path(tempfile.mkdtemp(prefix="octopus-bench-"))
     store = ReplayStore(tmp / "store")
-    problems, samples = generate(ArithConfig(n=4000, min_digits=1, max_digits=2, seed=0))
+    problems, samples = generate(ArithConfig(n=4000, min_digits=1, max_digits=args.max_digits, seed=0))
     store.write("problems", problems)
     store.write("sft_samples", samples)
     heldout = sorted((p for p in problems if p["split"] == "heldout"), key=lambda p: p["prompt"])[: args.heldout]
     base = init_tiny_model(tmp / "base", seed=0)
     sft = run_sft_to(store, SFTConfig(steps=args.sft_steps, batch_size=32, lr=1e-3, seed=0, source="arith"),
                      model=base, out=tmp / "sft").checkpoint  # fmt: skip
-    start_eval = evaluate(sft, heldout)
+    start_eval = evaluate(sft, heldout, args.max_new)
     print(f"SFT start: {start_eval}", flush=True)
     arms = ("gspo", "octopus", "octopus-no-stage1", "octopus-no-masks")
     results: dict[str, list[dict]] = {arm: [] for arm in ("cold-start", *arms)}
-    common = {"prompts_per_step": 8, "group_size": 8, "max_completion_length": MAX_NEW, "lr": args.lr,
+    common = {"prompts_per_step": 8, "group_size": 8, "max_completion_length": args.max_new, "lr": args.lr,
               "temperature": 1.0}  # fmt: skip
     for seed in args.seeds:
         t0 = time.perf_counter()
-        cold_config = ColdStartConfig(limit=1024, max_new_tokens=32, seed=seed)
+        cold_config = ColdStartConfig(limit=1024, max_new_tokens=args.max_new // 3, seed=seed)
         engine = TransformersEngine(sft, batch_size=256)
         cold_start(store, engine, engine.tokenizer, cold_config)
         cold = run_sft_to(store, SFTConfig(steps=args.cold_sft_steps, batch_size=16, lr=1e-3, seed=seed, source=SOURCE),
                           model=sft, out=tmp / f"cold-{seed}", run_id=f"cold-sft-{seed}").checkpoint  # fmt: skip
-        results["cold-start"].append({**evaluate(cold, heldout), "tokens": 0, "wall": time.perf_counter() - t0})
+        results["cold-start"].append(
+            {**evaluate(cold, heldout, args.max_new), "tokens": 0, "wall": time.perf_counter() - t0}
+        )
         print(f"seed {seed} cold-start: {results['cold-start'][-1]}", flush=True)
         half = args.octopus_steps // 2
         t0 = time.perf_counter()
@@ -149,7 +153,7 @@ def main() -> None:
             path = train_arm(store, start, tmp, f"{arm}-s{seed}", config, budget=budget)
             runs[arm] = (path, generated_tokens(store, f"{arm}-s{seed}"), time.perf_counter() - t0)
         for arm, (path, tokens, wall) in runs.items():
-            results[arm].append({**evaluate(path, heldout), "tokens": tokens, "wall": wall})
+            results[arm].append({**evaluate(path, heldout, args.max_new), "tokens": tokens, "wall": wall})
             print(f"seed {seed} {arm}: {results[arm][-1]}", flush=True)
     keys = ("first", "after_one", "one_more", "w_to_c", "c_to_w", "separator")
     print("\n| arm | " + " | ".join(keys) + " | generated tokens | wall s |")

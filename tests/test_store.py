@@ -63,10 +63,30 @@ def test_round_trip_keeps_types(store: ReplayStore) -> None:
     assert back.column("logprobs").to_pylist() == batch.column("logprobs").to_pylist()
     assert back.column("completion_ids").to_pylist() == batch.column("completion_ids").to_pylist()
     row = back.to_pylist()[0]
-    assert (row["producer"], row["config_hash"], row["schema_version"], row["stage"]) == ("test", "abc", 2, "single")
+    version = get_table("rollouts").version
+    assert (row["producer"], row["config_hash"], row["schema_version"], row["stage"]) == (
+        "test",
+        "abc",
+        version,
+        "single",
+    )
     on_disk = pq.read_schema(result.files[0])
     assert on_disk.field("rewards").type == get_table("rollouts").schema.field("rewards").type
     assert on_disk.metadata[b"reasonloop.table"] == b"rollouts"
+
+
+def test_rollouts_of_schema_2_read_with_those_of_3(store: ReplayStore) -> None:
+    """Files written before the Octopus columns (schema 2) and after read as one table: the new
+    columns are NULL on the old rows (DuckDB's union_by_name), nothing is rewritten."""
+    old = store.write("rollouts", rollout_batch("w", 3, 5, "run-a"), producer="test").files[0]
+    octopus = ["kl_mask_spans", "pair_type", "source_ids", "part_correct"]
+    pq.write_table(pq.read_table(old).drop_columns(octopus), old)  # as a schema-2 writer left it
+    store.write("rollouts", rollout_batch("w", 4, 5, "run-a"), producer="test")
+    rows = store.query(
+        "SELECT policy_version, count(*) AS n, count(pair_type) AS typed FROM rollouts GROUP BY 1 ORDER BY 1"
+    ).to_pylist()  # fmt: skip
+    assert rows == [{"policy_version": 3, "n": 5, "typed": 0}, {"policy_version": 4, "n": 5, "typed": 0}]
+    assert not set(octopus) & set(pq.read_schema(old).names)
 
 
 def test_same_batch_twice_adds_nothing(store: ReplayStore) -> None:
