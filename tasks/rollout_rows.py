@@ -11,7 +11,9 @@ from reasonloop.tasks.engines.base import Completion, Prompt
 from reasonloop.tasks.engines.fake import prompt_text
 
 
-def group_key(run_id: str, policy_version: int, problem_id: str, stage: str, salt: str = "", draw: int = 0) -> str:
+def group_key(
+    run_id: str, policy_version: int, problem_id: str, stage: str, salt: str = "", draw: int | str = 0
+) -> str:
     """A group: the samples of one draw of a prompt (a problem drawn twice in one call is two
     groups), at one policy version, stage and generation round."""
     return row_id("groups", (run_id, policy_version, problem_id, stage, salt, draw))[:16]

@@ -130,13 +130,17 @@ def augment(trainer: RLTrainer, committed: pa.Table, step: int, salt: str, metri
         o1_ok = [verify(p.o1, gold) if p.o1 is not None else None for p in parts]
         o2_ok = [verify(p.o2, gold) if p.o2 is not None else None for p in parts]
         final_ok = [verify(answer_format.truncate(r["completion"]) or "", gold) for r in originals]
-        salt_draw = trainer.draw_of.get(group_id, (salt, originals[0]["sample_idx"]))
+        # Seeds and the new group's key come from the originals' draw (not their id, which hashes
+        # the run id); a group this process did not sample is keyed by its id.
+        known = trainer.draw_of.get(group_id)
+        salt_draw = known or (salt, group_id)
         rng = random.Random(derive_seed(c.seed, step, f"octopus/{salt_draw[0]}/{salt_draw[1]}"))
         chosen, padding = select_pairs(
             candidate_pairs(o1_ok, o2_ok), final_ok, c.augmented_size - len(originals), c.octopus_selection, rng
         )
         new_group = group_key(trainer.run_id, step, problem["id"], "recombined", salt, salt_draw[1])
-        trainer.draw_of[new_group] = salt_draw  # the augmented group sorts where its originals did
+        if known:
+            trainer.draw_of[new_group] = known  # the augmented group sorts where its originals did
         members: list[dict] = []
         for i in [*range(len(originals)), *(k % len(originals) for k in range(padding))]:
             row, part = originals[i], parts[i]
