@@ -62,7 +62,8 @@ class Sharding:
             raise ValueError("--fsdp samples with the policy itself: use --engine transformers")
 
     def shard(self, model: torch.nn.Module) -> None:
-        """`fully_shard` each decoder layer, then the decoder and LM head as one root group."""
+        """`fully_shard` each decoder layer, then the model (embedding, final norm, LM head) as the
+        root group, with the decoder call registered as one of its forward methods."""
         if not self.enabled:
             return
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
