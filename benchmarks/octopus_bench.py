@@ -7,6 +7,7 @@ One SFT'd model is the start of every arm. Per seed:
   gspo              from the SFT model: GSPO, n = 8 per prompt
   octopus           from the cold start: stage I for half the budget, then stage II (n = 8 -> 16)
   octopus-no-stage1 from the cold start: stage II only
+  octopus-stage1-only  (--arms) from the cold start: stage I for the whole budget
   octopus-no-masks  from the cold start: stage II with no selective masking — the reward-hacking
                     control (r' pays 1.0 for w->c and 0.75 for c->c: does the policy learn to be
                     wrong first on purpose and then "correct"?)
@@ -107,6 +108,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-digits", type=int, default=2, help="arith operand length (3: a weaker SFT start)")
     parser.add_argument("--max-new", type=int, default=MAX_NEW, help="completion cap (o1, separator and o2)")
+    parser.add_argument(
+        "--arms", nargs="+", default=["gspo", "octopus-no-stage1", "octopus-no-masks"],
+        help="besides octopus (which sets the budget): gspo, octopus-no-stage1, octopus-stage1-only, octopus-no-masks",
+    )  # fmt: skip
     args = parser.parse_args()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -121,7 +126,7 @@ def main() -> None:
                      model=base, out=tmp / "sft").checkpoint  # fmt: skip
     start_eval = evaluate(sft, heldout, args.max_new)
     print(f"SFT start: {start_eval}", flush=True)
-    arms = ("gspo", "octopus", "octopus-no-stage1", "octopus-no-masks")
+    arms = ("octopus", *args.arms)
     results: dict[str, list[dict]] = {arm: [] for arm in ("cold-start", *arms)}
     common = {"prompts_per_step": 8, "group_size": 8, "max_completion_length": args.max_new, "lr": args.lr,
               "temperature": 1.0}  # fmt: skip
@@ -144,11 +149,14 @@ def main() -> None:
                           steps=args.octopus_steps - half)  # fmt: skip
         budget = generated_tokens(store, f"octopus-1-s{seed}") + generated_tokens(store, f"octopus-2-s{seed}")
         runs = {"octopus": (final, budget, time.perf_counter() - t0)}
-        for arm, start, config in (
-            ("gspo", sft, TrainConfig(**common, algo="gspo", rewards="exact", seed=seed)),
-            ("octopus-no-stage1", cold, TrainConfig(**octo, octopus_stage=2)),
-            ("octopus-no-masks", cold, TrainConfig(**octo, octopus_stage=2, octopus_masks=False)),
-        ):
+        others = {
+            "gspo": (sft, TrainConfig(**common, algo="gspo", rewards="exact", seed=seed)),
+            "octopus-no-stage1": (cold, TrainConfig(**octo, octopus_stage=2)),
+            "octopus-stage1-only": (cold, TrainConfig(**octo, octopus_stage=1)),
+            "octopus-no-masks": (cold, TrainConfig(**octo, octopus_stage=2, octopus_masks=False)),
+        }
+        for arm in args.arms:
+            start, config = others[arm]
             t0 = time.perf_counter()
             path = train_arm(store, start, tmp, f"{arm}-s{seed}", config, budget=budget)
             runs[arm] = (path, generated_tokens(store, f"{arm}-s{seed}"), time.perf_counter() - t0)
