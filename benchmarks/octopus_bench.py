@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max-digits", type=int, default=2, help="arith operand length (3: a weaker SFT start)")
     parser.add_argument("--max-new", type=int, default=MAX_NEW, help="completion cap (o1, separator and o2)")
+    parser.add_argument("--span-kl-coef", type=float, default=0.01, help="stage I's KL on o1 (the paper: 0.01)")
     parser.add_argument(
         "--arms", nargs="+", default=["gspo", "octopus-no-stage1", "octopus-no-masks"],
         help="besides octopus (which sets the budget): gspo, octopus-no-stage1, octopus-stage1-only, octopus-no-masks",
@@ -143,7 +144,7 @@ def main() -> None:
         print(f"seed {seed} cold-start: {results['cold-start'][-1]}", flush=True)
         half = args.octopus_steps // 2
         t0 = time.perf_counter()
-        octo = {**common, "algo": "octopus", "seed": seed}
+        octo = {**common, "algo": "octopus", "seed": seed, "span_kl_coef": args.span_kl_coef}
         mid = train_arm(store, cold, tmp, f"octopus-1-s{seed}", TrainConfig(**octo, octopus_stage=1), steps=half)
         final = train_arm(store, mid, tmp, f"octopus-2-s{seed}", TrainConfig(**octo, octopus_stage=2),
                           steps=args.octopus_steps - half)  # fmt: skip

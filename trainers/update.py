@@ -13,6 +13,8 @@ each), micro-batches (gradient accumulation), a registered loss, an optional k3 
   `mismatch/logprob_abs_diff_mean|max`.
 Gradient accumulation is exact: every micro-batch's loss is normalized by its mini-batch's token
 and sequence counts (trainers/algos.py), so `grad_accum` changes memory only.
+Token spans: a row's `loss_mask_spans` are left out of the policy loss and of those counts;
+its `kl_mask_spans` get a k3 KL to the reference, weighted `span_kl_coef` (Octopus: o1).
 """
 
 from __future__ import annotations
