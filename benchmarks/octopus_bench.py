@@ -38,9 +38,9 @@ from reasonloop.tasks.engines.base import SamplingParams
 from reasonloop.tasks.engines.transformers_engine import TransformersEngine
 from reasonloop.tasks.models.tiny import init_tiny_model
 from reasonloop.tasks.recipes.arith import ArithConfig, generate
-from reasonloop.tasks.recipes.octopus import HASH, SEPARATOR, final_part
+from reasonloop.tasks.recipes.octopus import SEPARATOR
 from reasonloop.tasks.recipes.octopus_data import SOURCE, ColdStartConfig, cold_start
-from reasonloop.tasks.rewards.self_correction import part_verifier
+from reasonloop.tasks.rewards.self_correction import answer_verdicts
 from reasonloop.trainers.config import SFTConfig, TrainConfig
 from reasonloop.trainers.evaluate import with_corrections
 from reasonloop.trainers.policy import load_policy
@@ -81,17 +81,13 @@ def evaluate(model: Path, heldout: list[dict], max_new: int) -> dict[str, float]
     texts = [c.text for c in greedy]
     forced = with_corrections(engine, tokenizer, [c.prompt_ids for c in greedy], texts, 1, max_new)
     once = [t if SEPARATOR in t else f for t, f in zip(texts, forced, strict=True)]
-    verify = part_verifier("exact")
-
-    def right(texts: list[str], part) -> list[bool]:
-        found = [HASH.truncate(part(t)) for t in texts]
-        return [a is not None and verify(a, p["answer"]) for a, p in zip(found, heldout, strict=True)]
-
-    first = right(texts, lambda t: t.split(SEPARATOR, 1)[0])
-    after = right(once, final_part)
+    answers, kinds = [p["answer"] for p in heldout], [p["answer_type"] for p in heldout]
+    first, _ = answer_verdicts(texts, answers, kinds)
+    _, after = answer_verdicts(once, answers, kinds)
+    _, more = answer_verdicts(forced, answers, kinds)
     n = len(heldout)
     return {
-        "first": sum(first) / n, "after_one": sum(after) / n, "one_more": sum(right(forced, final_part)) / n,
+        "first": sum(first) / n, "after_one": sum(after) / n, "one_more": sum(more) / n,
         "w_to_c": sum(not a and b for a, b in zip(first, after, strict=True)) / n,
         "c_to_w": sum(a and not b for a, b in zip(first, after, strict=True)) / n,
         "separator": sum(SEPARATOR in t for t in texts) / n,

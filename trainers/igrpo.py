@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from reasonloop.trainers.rl import RLTrainer
 
 
+TRAINED_STAGES = ("refine",)  # what replay draws from (drafts train only with igrpo_train_drafts)
+
+
 def select_draft(rewards: list[float], rule: str, rng: random.Random) -> int:
     """Index of the selected draft; ties are broken uniformly with `rng`."""
     if rule == "random":

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import torch
 
 from reasonloop.schemas import row_id
 from reasonloop.tasks.models.precision import eos_token_ids
@@ -46,6 +45,8 @@ from reasonloop.trainers.step_utils import derive_seed, typed_rollouts
 
 if TYPE_CHECKING:
     from reasonloop.trainers.rl import RLTrainer
+
+TRAINED_STAGES = ("recombined",)  # the augmented groups; the sampled ones are their record
 
 
 def train_round(trainer: RLTrainer, step: int, round_index: int, metrics: dict[str, float]) -> list[Path]:
@@ -115,7 +116,6 @@ def augment(trainer: RLTrainer, committed: pa.Table, step: int, salt: str, metri
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     separator_ids = encode(SEPARATOR)
-    problems = {p["id"]: p for p in trainer.problems}
     groups: dict[str, list[dict]] = {}
     for row in committed.to_pylist():
         groups.setdefault(row["group_id"], []).append(row)
@@ -124,7 +124,7 @@ def augment(trainer: RLTrainer, committed: pa.Table, step: int, salt: str, metri
     padded = with_separator = originals_seen = 0
     for group_id in sorted(groups, key=trainer.group_order):
         originals = sorted(groups[group_id], key=lambda r: r["sample_idx"])
-        problem = problems[originals[0]["problem_id"]]
+        problem = trainer.problem_by_id[originals[0]["problem_id"]]
         verify, gold = part_verifier(problem.get("answer_type")), str(problem["answer"])
         parts = [split_correction(r["completion"], answer_format) for r in originals]
         o1_ok = [verify(p.o1, gold) if p.o1 is not None else None for p in parts]
@@ -202,25 +202,11 @@ def augment(trainer: RLTrainer, committed: pa.Table, step: int, salt: str, metri
 
 def _score(trainer: RLTrainer, rows: list[dict]) -> None:
     """Rewards (the run's reward functions: r_sc by default) and advantages over each group of N."""
-    problems = {p["id"]: p for p in trainer.problems}
-    by_row = [problems[r["problem_id"]] for r in rows]
-    result = trainer.reward(
-        [r["prompt"] for r in rows], [r["completion"] for r in rows],
-        completion_ids=[r["completion_ids"] for r in rows], answer=[p["answer"] for p in by_row],
-        answer_type=[p.get("answer_type") for p in by_row], process_labels=[p.get("process_labels") for p in by_row],
-        max_completion_length=trainer.config.max_completion_length,
+    result = trainer.score_texts(
+        [r["prompt"] for r in rows], [r["completion"] for r in rows], [r["completion_ids"] for r in rows],
+        [trainer.problem_by_id[r["problem_id"]] for r in rows],
     )  # fmt: skip
-    index = {g: k for k, g in enumerate(dict.fromkeys(r["group_id"] for r in rows))}
-    scored = [k for k, t in enumerate(result.totals) if t is not None]
-    advantages: list[float | None] = [None] * len(rows)
-    if scored:
-        values = trainer.advantage_fn(
-            torch.tensor([result.totals[k] for k in scored], dtype=torch.float64),
-            torch.tensor([index[rows[k]["group_id"]] for k in scored], dtype=torch.long),
-            scale_by_batch_std=trainer.config.scale_adv_by_batch_std,
-        )
-        for k, a in zip(scored, values.tolist(), strict=True):
-            advantages[k] = a
+    advantages = trainer.group_advantages([r["group_id"] for r in rows], result.totals)
     for k, row in enumerate(rows):
         row["reward"], row["advantage"] = result.totals[k], advantages[k]
         row["rewards"] = {n: s[k] for n, s in result.components.items() if s[k] is not None}

@@ -11,7 +11,8 @@ get merged weights (`save_weights(..., merged=True)`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,26 @@ def reference_of(model: Any) -> Iterator[Any]:
     """The reference policy of a LoRA model: the same model with its adapter disabled."""
     with model.disable_adapter():
         yield model
+
+
+def reference_policy(
+    model: Any, sharding: Any, preloaded: Any | None = None
+) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """The KL term's reference, as a context manager factory: a LoRA model with its adapter
+    disabled, or a frozen copy of the initial weights (`preloaded`: those weights loaded from
+    elsewhere — a resumed run's initial folder), sharded like the policy under FSDP
+    (trainers/sharding.py) and gathered for its forwards."""
+    if is_peft(model):
+        return lambda: reference_of(model)
+    frozen = (preloaded or copy.deepcopy(model)).eval().requires_grad_(False)
+    sharding.shard(frozen)
+
+    @contextlib.contextmanager
+    def gathered() -> Iterator[Any]:
+        with sharding.gathered(frozen):
+            yield frozen
+
+    return gathered
 
 
 def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:

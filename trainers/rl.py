@@ -18,8 +18,6 @@ missed exactly; this module imports no storage or Prefect (the store is passed i
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import importlib
 import json
 import time
@@ -39,7 +37,7 @@ from reasonloop.trainers.algos import CLIP_DEFAULTS, POLICY_LOSSES, ClipRange
 from reasonloop.trainers.checkpoint import FULL_PREFIX, CheckpointMeta, load_meta, load_states, prune, save_checkpoint
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist, merge_metrics
-from reasonloop.trainers.policy import is_peft, reference_of
+from reasonloop.trainers.policy import reference_policy
 from reasonloop.trainers.sampler import GroupSampler
 from reasonloop.trainers.sharding import Sharding
 from reasonloop.trainers.step_utils import (
@@ -55,6 +53,7 @@ if TYPE_CHECKING:
     from reasonloop.storage import ReplayStore
 
 
+# Algorithms with a round of their own: a module with `train_round` and the `TRAINED_STAGES` of its rows.
 ROUNDS = {"igrpo": "reasonloop.trainers.igrpo", "octopus": "reasonloop.trainers.octopus"}
 
 
@@ -83,7 +82,7 @@ class RLTrainer(GroupSampler):
         and checkpoints, every rank commits its own rollouts and lineage. `initial_model`: where
         the run's weights started (recorded on its checkpoints); `reference_model`: the KL term's
         reference when it is not a copy of `model` (a resumed run: its initial weights)."""
-        self.initial_model, self.reference_model = initial_model, reference_model
+        self.initial_model = initial_model
         if dist is not None and dist.active and (config.replay_groups or config.async_rollouts):
             raise ValueError("data-parallel training (torchrun) does not support replay_groups or async rollouts yet")
         super().__init__(config, model=model, tokenizer=tokenizer, store=store, run_id=run_id, engine=engine,
@@ -92,9 +91,8 @@ class RLTrainer(GroupSampler):
         # FSDP2: after the broadcast, before the optimizer sees the parameters
         self.sharding = Sharding(config.fsdp, self.dist.world)
         self.sharding.check(config, model)
-        reference = (
-            self._reference(model) if config.needs_reference else None
-        )  # copied whole, then sharded like the policy
+        # The reference is copied whole, then sharded like the policy.
+        reference = reference_policy(model, self.sharding, reference_model) if config.needs_reference else None
         self.sharding.shard(model)
         self.output_dir = Path(output_dir)
         self.data_watermark = dict(data_watermark or {})
@@ -123,29 +121,13 @@ class RLTrainer(GroupSampler):
         self.row_weights: list[float] | None = None  # mean importance weight per batch row (last update)
         self.tb = None
 
-    def _reference(self, model: Any) -> Callable[[], Any]:
-        """The reference policy for the KL term (β > 0): a LoRA model with its adapter disabled, or
-        a frozen copy of the initial weights (β = 0 loads nothing); sharded like the policy under
-        FSDP, and gathered for its forwards."""
-        if is_peft(model):
-            return lambda: reference_of(model)
-        frozen = (self.reference_model or copy.deepcopy(model)).eval().requires_grad_(False)
-        self.sharding.shard(frozen)
-
-        @contextlib.contextmanager
-        def gathered() -> Any:
-            with self.sharding.gathered(frozen):
-                yield frozen
-
-        return gathered
-
     def collect_batch(self, step: int, metrics: dict[str, float]) -> pa.Table:
         """Commit this step's rollouts and read the training batch back from those files. With
         dynamic sampling, zero-variance groups are dropped and refilled (capped rounds)."""
         from reasonloop.storage.samplers import batch_rows  # the store is the data path; imported at run time
 
         c = self.config
-        if c.algo in ROUNDS:  # algorithms with their own round (a module's `train_round`)
+        if c.algo in ROUNDS:
             train_round = importlib.import_module(ROUNDS[c.algo]).train_round
 
             def one_round(r: int) -> list:
@@ -216,7 +198,7 @@ class RLTrainer(GroupSampler):
         from reasonloop.storage.samplers import replay_groups
 
         with self.timed("store_read"):
-            stages = {"igrpo": ("refine",), "octopus": ("recombined",)}.get(c.algo, ("single",))
+            stages = importlib.import_module(ROUNDS[c.algo]).TRAINED_STAGES if c.algo in ROUNDS else ("single",)
             low = max(0, step - c.max_staleness)
             old = replay_groups(
                 self.reader, self.run_id, low=low, high=step - 1, groups=c.replay_groups,

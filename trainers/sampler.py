@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -73,6 +73,7 @@ class GroupSampler:
         self.advantage_fn = ADVANTAGES.get(config.advantage_name)
         self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run
         self.problems = self._load_problems()
+        self.problem_by_id = {p["id"]: p for p in self.problems}
         self.generation_calls = 0
         self.timings: dict[str, float] = {}
         self.files_since_compaction = 0
@@ -177,24 +178,30 @@ class GroupSampler:
 
     def score(self, completions: list[Completion], prompts: list[str], problems: list[dict]) -> Any:
         """Rewards with the problem's columns (answer, process labels) aligned to each completion."""
-        rows = [problems[c.prompt_index] for c in completions]
-        return self.reward(
+        return self.score_texts(
             [prompts[c.prompt_index] for c in completions], [c.text for c in completions],
-            completion_ids=[c.token_ids for c in completions], answer=[r["answer"] for r in rows],
-            answer_type=[r.get("answer_type") for r in rows], process_labels=[r.get("process_labels") for r in rows], max_completion_length=self.config.max_completion_length,
+            [c.token_ids for c in completions], [problems[c.prompt_index] for c in completions],
         )  # fmt: skip
 
-    def group_advantages(self, completions: list[Completion], totals: list[float | None]) -> list[float | None]:
-        """Advantages within each draw's group over the scored samples only; None where unscored."""
+    def score_texts(self, prompts: list, texts: list[str], ids: list[list[int]], problems: list[dict]) -> Any:
+        """The run's reward functions on completions, each with its own problem's columns."""
+        return self.reward(
+            prompts, texts, completion_ids=ids, answer=[r["answer"] for r in problems],
+            answer_type=[r.get("answer_type") for r in problems], process_labels=[r.get("process_labels") for r in problems],
+            max_completion_length=self.config.max_completion_length,
+        )  # fmt: skip
+
+    def group_advantages(self, groups: Sequence[Hashable], totals: list[float | None]) -> list[float | None]:
+        """Advantages within each group (`groups`: a key per sample, e.g. its draw) over the scored
+        samples only; None where unscored."""
         scored = [k for k, t in enumerate(totals) if t is not None]
         out: list[float | None] = [None] * len(totals)
         if not scored:
             return out
         rewards = torch.tensor([totals[k] for k in scored], dtype=torch.float64)
-        draws = sorted({completions[k].prompt_index for k in scored})
-        index = {d: i for i, d in enumerate(draws)}  # dense group ids
-        groups = torch.tensor([index[completions[k].prompt_index] for k in scored], dtype=torch.long)
-        adv = self.advantage_fn(rewards, groups, scale_by_batch_std=self.config.scale_adv_by_batch_std)
+        index = {key: i for i, key in enumerate(sorted({groups[k] for k in scored}))}  # dense group ids
+        dense = torch.tensor([index[groups[k]] for k in scored], dtype=torch.long)
+        adv = self.advantage_fn(rewards, dense, scale_by_batch_std=self.config.scale_adv_by_batch_std)
         for k, a in zip(scored, adv.tolist(), strict=True):
             out[k] = a
         return out
@@ -226,7 +233,8 @@ class GroupSampler:
             completions = self.generate(inputs, n, step, f"{stage}/{salt}", draws) if inputs else []
         with self.timed("reward"):
             rewards = self.score(completions, prompts, problems)
-            advantages = self.group_advantages(completions, rewards.totals) if extra.pop("train", True) else None
+            draws_of = [c.prompt_index for c in completions]
+            advantages = self.group_advantages(draws_of, rewards.totals) if extra.pop("train", True) else None
         if metrics is not None:
             metrics["rewards_none"] = metrics.get("rewards_none", 0.0) + sum(t is None for t in rewards.totals)
         with self.timed("store_write"):

@@ -213,13 +213,14 @@ class PolicyUpdate:
                         max_len=c.max_completion_length, is_weights=is_w, batch_tokens=batch_tokens, batch_seqs=batch_seqs,
                     )  # fmt: skip
                     loss = out.loss
-                    if ref is not None and c.beta > 0:
-                        kl = (kl_k3(scored.logprobs, ref[micro, :t]) * mask).sum() / batch_tokens
+                    k3 = kl_k3(scored.logprobs, ref[micro, :t]) if ref is not None else None
+                    if k3 is not None and c.beta > 0:
+                        kl = (k3 * mask).sum() / batch_tokens
                         loss = loss + c.beta * kl
                         kls.append(kl.item() * batch_tokens / max(1.0, float(mask.sum())))
-                    if ref is not None and kl_spans is not None:
+                    if k3 is not None and kl_spans is not None:
                         covered = kl_spans[micro, :t] & whole
-                        span_kl = (kl_k3(scored.logprobs, ref[micro, :t]) * covered).sum() / batch_tokens
+                        span_kl = (k3 * covered).sum() / batch_tokens
                         loss = loss + c.span_kl_coef * span_kl
                         span_kls.append(span_kl.item() * batch_tokens / max(1.0, float(covered.sum())))
                     loss.backward()

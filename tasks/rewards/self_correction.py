@@ -49,24 +49,35 @@ def self_correction_boxed(
     return _scores(BOXED, completions, answer, answer_type)
 
 
+def answer_verdicts(
+    texts: list[str], answers: list, answer_types: list, answer_format: AnswerFormat = HASH
+) -> tuple[list[bool], list[bool]]:
+    """Per completion, whether its first answer (before the first separator) and its final one
+    (after the last) are right; a part without an answer is wrong, and a completion with no
+    separator has one answer, both first and final."""
+    first_ok, final_ok = [], []
+    for text, gold, kind in zip(texts, answers, answer_types, strict=True):
+        verify = part_verifier(kind)
+        first = answer_format.truncate(text.split(SEPARATOR, 1)[0])
+        final = answer_format.truncate(final_part(text))
+        first_ok.append(first is not None and verify(first, str(gold)))
+        final_ok.append(final is not None and verify(final, str(gold)))
+    return first_ok, final_ok
+
+
 def correction_stats(
     texts: list[str], answers: list, answer_types: list, answer_format: AnswerFormat = HASH
 ) -> dict[str, float]:
     """How self-correcting completions fare: accuracy of the first answer (o1) and of the final
     one (after the last separator), and the w→c and c→w rates, over completions with a separator
     (`n`); a part without an answer counts as wrong."""
-    first_ok, final_ok = [], []
-    for text, gold, kind in zip(texts, answers, answer_types, strict=True):
-        if SEPARATOR not in text:
-            continue
-        verify = part_verifier(kind)
-        first = answer_format.truncate(text.split(SEPARATOR, 1)[0])
-        final = answer_format.truncate(final_part(text))
-        first_ok.append(first is not None and verify(first, str(gold)))
-        final_ok.append(final is not None and verify(final, str(gold)))
-    n = max(1, len(first_ok))
+    kept = [k for k, text in enumerate(texts) if SEPARATOR in text]
+    first_ok, final_ok = answer_verdicts(
+        [texts[k] for k in kept], [answers[k] for k in kept], [answer_types[k] for k in kept], answer_format
+    )
+    n = max(1, len(kept))
     pairs = list(zip(first_ok, final_ok, strict=True))
     return {
-        "n": float(len(first_ok)), "first_accuracy": sum(first_ok) / n, "final_accuracy": sum(final_ok) / n,
+        "n": float(len(kept)), "first_accuracy": sum(first_ok) / n, "final_accuracy": sum(final_ok) / n,
         "w_to_c": sum(not a and b for a, b in pairs) / n, "c_to_w": sum(a and not b for a, b in pairs) / n,
     }  # fmt: skip
