@@ -59,7 +59,11 @@ class Dist:
         return cls(rank, world, local)
 
     def close(self) -> None:
+        """Leave the process group once every rank is done with it (a rank that tears it down
+        while another still finishes its last collective can abort at exit: seen once as
+        "terminate called without an active exception" after an FSDP run had finished)."""
         if self.active and tdist.is_initialized():
+            tdist.barrier()
             tdist.destroy_process_group()
 
     # ------------------------------------------------------------------ sharing work
