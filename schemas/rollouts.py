@@ -11,6 +11,9 @@ tokens the policy loss leaves out (Octopus: o1 and the separator); `kl_mask_span
 KL term to the reference covers (Octopus stage I: o1). `pair_type`, `source_ids` and
 `part_correct` describe a recombined row (trainers/octopus.py): the correctness labels of its o1
 and o2, the rollouts its parts came from, and the label "cc" | "cw" | "wc" | "ww".
+`completion` is the raw text of `completion_ids` (what training trains on); `final_completion` the
+text a user saw after backtrack decoding (tasks/engines/backtrack.py), None when no backtracking
+engine sampled the row — `coalesce(final_completion, completion)` is the shown text either way.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ FINISH_REASONS = frozenset({"stop", "length"})
 
 ROLLOUTS = TableSpec(
     name="rollouts",
-    version=3,  # 2: usage_count dropped (which steps used a rollout is the `consumed` table); 3: Octopus columns
+    # 2: usage_count dropped (which steps used a rollout is the `consumed` table); 3: Octopus columns;
+    # 4: final_completion (BSAFE+ backtrack decoding)
+    version=4,
     fields=(
         pa.field("problem_id", pa.string(), nullable=False),
         pa.field("group_id", pa.string(), nullable=False),  # samples compared with each other
@@ -47,6 +52,7 @@ ROLLOUTS = TableSpec(
         pa.field("pair_type", pa.string()),  # Octopus: cc | cw | wc | ww (o1 then o2 correct?)
         pa.field("source_ids", pa.list_(pa.string())),  # Octopus: the rollouts of o1 and o2
         pa.field("part_correct", pa.list_(pa.bool_())),  # Octopus: o1, o2 correct
+        pa.field("final_completion", pa.string()),  # after backtrack decoding; None: `completion` as shown
     ),
     id_key=("run_id", "policy_version", "problem_id", "stage", "group_id", "sample_idx"),
     partition_by="run_id",
@@ -58,5 +64,5 @@ ROLLOUTS = TableSpec(
     range_columns=("policy_version",),
     nonnegative=("sample_idx", "policy_version", "prompt_ids", "completion_ids"),
     equal_lengths=(("completion_ids", "logprobs"),),
-    texts=("prompt", "completion"),
+    texts=("prompt", "completion", "final_completion"),
 )

@@ -54,7 +54,7 @@ def rollout_rows(
             "parent_rollout_id": parent_ids[c.prompt_index] if parent_ids else None,
             "policy_version": policy_version, "prompt": text, "completion": c.text, "prompt_ids": c.prompt_ids,
             "completion_ids": c.token_ids, "logprobs": c.logprobs, "entropy": c.mean_entropy,
-            "finish_reason": c.finish_reason, "reward": None, "rewards": None,
+            "finish_reason": c.finish_reason, "reward": None, "rewards": None, "final_completion": c.visible_text,
             "advantage": advantages[k] if advantages is not None else None,
         }  # fmt: skip
         if rewards is not None:

@@ -29,7 +29,7 @@ from reasonloop.tasks.rollout_rows import rollout_rows
 from reasonloop.trainers.algos import ADVANTAGES
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist
-from reasonloop.trainers.engines import rollout_engine
+from reasonloop.trainers.engines import reward_functions, rollout_engine
 from reasonloop.trainers.step_utils import derive_seed, typed_rollouts
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class GroupSampler:
         self.dist = dist or Dist()
         self.compute_dtype = compute_dtype
         self.engine = engine or rollout_engine(config, model, tokenizer, compute_dtype, distributed=self.dist.active)
-        self.reward = reward or CompositeReward(config.reward_weights())
+        self.reward = reward or CompositeReward(config.reward_weights(), reward_functions(config))
         self.advantage_fn = ADVANTAGES.get(config.advantage_name)
         self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run
         self.problems = self._load_problems()
@@ -177,18 +177,22 @@ class GroupSampler:
         return self.engine.generate(prompts, n, self.sampling(step, stage, draws or range(len(prompts))))
 
     def score(self, completions: list[Completion], prompts: list[str], problems: list[dict]) -> Any:
-        """Rewards with the problem's columns (answer, process labels) aligned to each completion."""
+        """Rewards with the problem's columns (answer, process labels) aligned to each completion,
+        on the text a user sees (after backtrack decoding, whose counts arrive as `backtrack`)."""
         return self.score_texts(
-            [prompts[c.prompt_index] for c in completions], [c.text for c in completions],
+            [prompts[c.prompt_index] for c in completions], [c.final_text for c in completions],
             [c.token_ids for c in completions], [problems[c.prompt_index] for c in completions],
+            backtrack=[c.extra.get("backtrack") for c in completions],
         )  # fmt: skip
 
-    def score_texts(self, prompts: list, texts: list[str], ids: list[list[int]], problems: list[dict]) -> Any:
+    def score_texts(
+        self, prompts: list, texts: list[str], ids: list[list[int]], problems: list[dict], **columns: Any
+    ) -> Any:
         """The run's reward functions on completions, each with its own problem's columns."""
         return self.reward(
             prompts, texts, completion_ids=ids, answer=[r["answer"] for r in problems],
             answer_type=[r.get("answer_type") for r in problems], process_labels=[r.get("process_labels") for r in problems],
-            max_completion_length=self.config.max_completion_length,
+            max_completion_length=self.config.max_completion_length, **columns,
         )  # fmt: skip
 
     def group_advantages(self, groups: Sequence[Hashable], totals: list[float | None]) -> list[float | None]:

@@ -64,6 +64,14 @@ class Completion:
     prompt_index: int  # which prompt of the call this continues
     logprobs_exact: bool = True
     extra: dict = field(default_factory=dict)
+    # The text a user sees when it differs from the raw one: after backtrack decoding
+    # (tasks/engines/backtrack.py). None: the raw text is what is shown.
+    visible_text: str | None = None
+
+    @property
+    def final_text(self) -> str:
+        """What rewards and evaluation judge: the visible text, else the raw one."""
+        return self.text if self.visible_text is None else self.visible_text
 
     @property
     def mean_entropy(self) -> float | None:

@@ -3,6 +3,7 @@
 from reasonloop.tasks.rewards import (  # noqa: F401 - registration
     answers,
     math_verify_reward,
+    safety,
     self_correction,
     shaping,
     veritime,
