@@ -5,6 +5,7 @@ from __future__ import annotations
 from reasonloop.schemas.checkpoints import CHECKPOINTS
 from reasonloop.schemas.common import TableSpec, config_fingerprint, row_id
 from reasonloop.schemas.consumed import CONSUMED
+from reasonloop.schemas.preferences import PREFERENCES
 from reasonloop.schemas.problems import PROBLEMS
 from reasonloop.schemas.promotions import PROMOTIONS
 from reasonloop.schemas.rejected import REJECTED
@@ -14,7 +15,17 @@ from reasonloop.schemas.train_metrics import TRAIN_METRICS
 
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
-    for spec in (PROBLEMS, ROLLOUTS, SFT_SAMPLES, TRAIN_METRICS, CONSUMED, CHECKPOINTS, PROMOTIONS, REJECTED)
+    for spec in (
+        PROBLEMS,
+        ROLLOUTS,
+        SFT_SAMPLES,
+        PREFERENCES,
+        TRAIN_METRICS,
+        CONSUMED,
+        CHECKPOINTS,
+        PROMOTIONS,
+        REJECTED,
+    )
 }
 
 

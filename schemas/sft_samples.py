@@ -2,7 +2,8 @@
 
 id key: hash(prompt, target, source). `loss_mask_spans` are character spans of `target` that do
 not count in the loss (BSAFE+ masks the violation span; Octopus masks the first attempt).
-Partitioned by `source`.
+A BSAFE+ row also keeps where its violation was injected (`inject_pos`, a character offset of
+`target`), its `category` and the signal's X (`backtrack_by`, tokens). Partitioned by `source`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from reasonloop.schemas.common import LOSS_MASK_SPANS, MESSAGES, TableSpec
 
 SFT_SAMPLES = TableSpec(
     name="sft_samples",
-    version=1,
+    version=2,  # 2: inject_pos, category, backtrack_by (BSAFE+)
     fields=(
         pa.field("prompt", pa.string(), nullable=False),
         pa.field("messages", MESSAGES),
@@ -21,6 +22,9 @@ SFT_SAMPLES = TableSpec(
         pa.field("loss_mask_spans", LOSS_MASK_SPANS),
         pa.field("problem_id", pa.string()),
         pa.field("source_ids", pa.list_(pa.string())),  # rows this sample was built from
+        pa.field("inject_pos", pa.int32()),  # BSAFE+: where the violation starts in `target`
+        pa.field("category", pa.string()),  # BSAFE+: the violation's category
+        pa.field("backtrack_by", pa.int32()),  # BSAFE+: the signal's X (tokens deleted)
         pa.field("split", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),  # partition
     ),
@@ -30,5 +34,6 @@ SFT_SAMPLES = TableSpec(
     nonempty=("prompt", "target"),
     defaults={"split": "train", "source": "user"},
     enums={"split": frozenset({"train", "test", "heldout"})},
+    nonnegative=("inject_pos", "backtrack_by"),
     texts=("prompt", "target"),
 )
