@@ -131,6 +131,15 @@ class TrainConfig(ModelOptions):
     span_kl_coef: float = opt(
         0.01, "KL weight on rows' kl_mask_spans tokens (Octopus stage I's y1_kl_coef); rows without spans get none."
     )
+    backtrack: bool = opt(False, "Backtrack decoding on rollouts (BSAFE+): [CATEGORY_c][BACKTRACK_BY_X] deletes the X "
+                                 "tokens before it from the text rewards judge; training keeps the raw tokens.")  # fmt: skip
+    critic: str = opt("rules", "The `safe` reward's critic: rules (the safety recipe's exact one) | engine (an LLM "
+                               "judge served at --critic-url, OpenAI-compatible).")  # fmt: skip
+    critic_url: str = opt("", "engine critic: the judge server's base URL.")
+    critic_model: str = opt("", "engine critic: the served judge model's name.")
+    sft_coef: float = opt(0.0, "RLBF: add α·L_SFT on sft_samples of --sft-source to every optimizer step (0 = off).")
+    sft_source: str = opt("bsafe", "RLBF: the sft_samples source of the SFT term.")
+    sft_batch_size: int = opt(8, "RLBF: SFT samples per optimizer step.")
     seed: int = opt(0, "Seed; every step's RNG derives from (seed, step, stage). Resume keeps the original.")
     save_every: int = opt(
         0, "Also write a full checkpoint (a resume point) every N steps; one is always written at the end."
@@ -175,6 +184,8 @@ class TrainConfig(ModelOptions):
             raise ValueError("lr_schedule must be constant, linear or cosine")
         if self.engine not in ("transformers", "vllm", "openai"):
             raise ValueError("engine must be transformers, vllm or openai")
+        if self.critic not in ("rules", "engine") or (self.critic == "engine" and not self.critic_url):
+            raise ValueError("critic must be rules, or engine with --critic-url")
         if self.algo == "octopus":
             if self.octopus_stage not in (1, 2):
                 raise ValueError("octopus_stage must be 1 or 2")
@@ -231,7 +242,32 @@ class TrainConfig(ModelOptions):
 
 
 @dataclass(frozen=True)
-class SFTConfig(ModelOptions):
+class OGPSAOptions(ModelOptions):
+    """OGPSA (trainers/ogpsa.py) for the SFT and DPO trainers: off unless reference sets are named."""
+
+    ogpsa_ref_sets: str = opt("", "OGPSA: comma-separated sft_samples sources (capability sets) whose task-loss "
+                                  "gradients the update is projected off (empty = off).")  # fmt: skip
+    ogpsa_every: int = opt(
+        30, "OGPSA: recompute the reference gradients every k optimizer steps (code: 30 SFT, 5 DPO)."
+    )
+    ogpsa_mode: str = opt("project", "OGPSA: project (remove the components) | threshold (only where they conflict).")
+    ogpsa_samples: int = opt(200, "OGPSA: examples per reference set (the code's base_num_samples).")
+    ogpsa_scale: float = opt(1.0, "OGPSA threshold mode: the scale of a gradient that does not conflict.")
+
+    def check_ogpsa_options(self) -> None:
+        self.check_model_options()
+        if self.ogpsa_mode not in ("project", "threshold"):
+            raise ValueError("ogpsa_mode must be project or threshold")
+        if self.ogpsa_every < 1 or self.ogpsa_samples < 1:
+            raise ValueError("ogpsa_every and ogpsa_samples must be >= 1")
+
+    @property
+    def ogpsa_sources(self) -> list[str]:
+        return [s.strip() for s in self.ogpsa_ref_sets.split(",") if s.strip()]
+
+
+@dataclass(frozen=True)
+class SFTConfig(OGPSAOptions):
     steps: int = opt(300, "Optimizer steps.")
     batch_size: int = opt(32, "Samples per step.")
     grad_accum: int = opt(1, "Micro-batches per step (memory, not math: the loss is normalized by the step's tokens).")
@@ -245,7 +281,31 @@ class SFTConfig(ModelOptions):
     seed: int = opt(0, "Seed for batch order and init-independent randomness.")
 
     def __post_init__(self) -> None:
-        self.check_model_options()
+        self.check_ogpsa_options()
+
+
+@dataclass(frozen=True)
+class DPOConfig(OGPSAOptions):
+    steps: int = opt(100, "Optimizer steps.")
+    batch_size: int = opt(16, "Preference pairs per step.")
+    grad_accum: int = opt(1, "Micro-batches per step (memory, not math).")
+    beta: float = opt(0.1, "DPO β: the strength of the implicit KL to the reference (TRL's default 0.1).")
+    loss_type: str = opt("sigmoid", "sigmoid (DPO) | ipo.")
+    max_length: int = opt(1024, "Longer pairs (prompt + response tokens) are cut from the right.")
+    lr: float = opt(1e-6, "AdamW learning rate (TRL's DPO default; the tiny demo models want ~1e-4).")
+    weight_decay: float = opt(0.0, "AdamW weight decay.")
+    warmup_steps: int = opt(0, "Linear warm-up steps, then cosine decay to 10%.")
+    max_grad_norm: float = opt(1.0, "Gradient-norm clip; 0 disables.")
+    source: str = opt("", "Train on preferences of this source only (default: all).")
+    split: str = opt("train", "preferences split to train on.")
+    seed: int = opt(0, "Seed for batch order.")
+
+    def __post_init__(self) -> None:
+        self.check_ogpsa_options()
+        if self.loss_type not in ("sigmoid", "ipo"):
+            raise ValueError("loss_type must be sigmoid or ipo")
+        if self.beta <= 0:
+            raise ValueError("beta must be > 0")
 
 
 def config_help(cls: type) -> list[tuple[str, Any, str]]:

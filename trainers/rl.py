@@ -39,6 +39,7 @@ from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist, merge_metrics
 from reasonloop.trainers.policy import reference_policy
 from reasonloop.trainers.sampler import GroupSampler
+from reasonloop.trainers.sft import sft_guidance
 from reasonloop.trainers.sharding import Sharding
 from reasonloop.trainers.step_utils import (
     batch_metrics,
@@ -110,6 +111,7 @@ class RLTrainer(GroupSampler):
             config, model=model, optimizer=self.optimizer, scheduler=self.scheduler, loss_fn=loss_fn, clip=clip,
             pad_id=self.pad_id, compute_dtype=compute_dtype, reference=reference, dist=self.dist,
             group_order=self.group_order, sharding=self.sharding,
+            guidance=sft_guidance(config, store, tokenizer, self.pad_id, compute_dtype) if config.sft_coef else None,
         )  # fmt: skip
         self.step = 0  # optimizer steps completed (= policy_version of the current weights)
         self.parent_checkpoint: str | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
-from reasonloop.trainers.config import SFTConfig, TrainConfig
+from reasonloop.trainers.config import DPOConfig, OGPSAOptions, SFTConfig, TrainConfig
 from reasonloop.trainers.distributed import Dist
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def run_sft_to(
     """SFT on the store's sft_samples (split/source from the config); the model (a LoRA run: its
     adapter) is saved to `out` and registered in `checkpoints`, the loss curve in `train_metrics`."""
     from reasonloop.storage.samplers import split_filter
-    from reasonloop.trainers.policy import load_policy, save_weights
+    from reasonloop.trainers.policy import load_policy
     from reasonloop.trainers.sft import run_sft
 
     where, params = split_filter(config.split, config.source)
@@ -94,22 +94,66 @@ def run_sft_to(
     policy = load_policy(model, config)
     history = run_sft(
         config, model=policy.model, tokenizer=policy.tokenizer, samples=samples.to_pylist(), log=on_step,
-        compute_dtype=policy.compute_dtype,
+        compute_dtype=policy.compute_dtype, reference_sets=reference_sets(store, config),
     )  # fmt: skip
+    return _save_run(store, policy, out, run_id, "sft", history, {"samples": float(samples.num_rows)})
+
+
+def run_dpo_to(
+    store: ReplayStore, config: DPOConfig, *, model: str | Path, out: Path, run_id: str = "dpo",
+    on_step: Callable[[dict], None] | None = None,
+) -> RunResult:  # fmt: skip
+    """DPO (trainers/dpo.py) on the store's `preferences` (split/source from the config), saved and
+    registered as an SFT run is; OGPSA with `ogpsa_ref_sets`."""
+    from reasonloop.storage.samplers import split_filter
+    from reasonloop.trainers.dpo import run_dpo
+    from reasonloop.trainers.policy import load_policy
+
+    where, params = split_filter(config.split, config.source)
+    pairs = store.query(f"SELECT prompt, chosen, rejected FROM preferences WHERE {where} ORDER BY id", params)
+    policy = load_policy(model, config)
+    history = run_dpo(
+        config, model=policy.model, tokenizer=policy.tokenizer, pairs=pairs.to_pylist(), log=on_step,
+        compute_dtype=policy.compute_dtype, reference_sets=reference_sets(store, config),
+    )  # fmt: skip
+    return _save_run(store, policy, out, run_id, "dpo", history, {"pairs": float(pairs.num_rows)})
+
+
+def _save_run(
+    store: ReplayStore, policy: Any, out: Path, run_id: str, producer: str, history: list[dict], extra: dict
+) -> RunResult:
+    """Save the weights (a LoRA run: its adapter) and tokenizer, register the checkpoint, and write
+    the per-step metrics to `train_metrics`."""
+    from reasonloop.trainers.policy import save_weights
+
     out = Path(out)
     save_weights(policy.model, out, merged=False)
     policy.tokenizer.save_pretrained(out)
+    steps = len(history)
     store.write(
         "checkpoints",
-        [{"step": config.steps, "path": str(out.resolve()), "kind": "weights"}],
+        [{"step": steps, "path": str(out.resolve()), "kind": "weights"}],
         run_id=run_id,
-        producer="sft",
+        producer=producer,
     )
-    rows = [
-        {"step": h["step"], "loss": h["loss"], "metrics": {"grad_norm": h["grad_norm"], "lr": h["lr"]}} for h in history
-    ]
-    store.write("train_metrics", rows, run_id=run_id, producer="sft")
-    return RunResult(out, config.steps, 0, {"loss": history[-1]["loss"], "samples": float(samples.num_rows)})
+    rows = [{"step": h["step"], "loss": h["loss"], "metrics": {k: v for k, v in h.items() if k not in ("step", "loss")}}
+            for h in history]  # fmt: skip
+    store.write("train_metrics", rows, run_id=run_id, producer=producer)
+    return RunResult(out, steps, 0, {"loss": history[-1]["loss"], **extra})
+
+
+def reference_sets(store: ReplayStore, config: OGPSAOptions) -> list[list[dict]]:
+    """OGPSA's capability sets: the first `ogpsa_samples` train sft_samples (by id) of each source named."""
+    sets = []
+    for source in config.ogpsa_sources:
+        rows = store.query(
+            "SELECT prompt, messages, target, loss_mask_spans FROM sft_samples WHERE source = $s AND split = 'train' "
+            "ORDER BY id LIMIT $n", {"s": source, "n": config.ogpsa_samples},
+        ).to_pylist()  # fmt: skip
+        if not rows:
+            raise ValueError(f"--ogpsa-ref-sets: no train sft_samples of source {source!r}")
+        sets.append(rows)
+    return sets
 
 
 def evaluate_model(

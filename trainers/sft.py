@@ -20,8 +20,9 @@ import torch
 
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.models.precision import compute_in, pad_token_id
-from reasonloop.trainers.config import SFTConfig
+from reasonloop.trainers.config import OGPSAOptions, SFTConfig
 from reasonloop.trainers.logprobs import completion_logprobs
+from reasonloop.trainers.ogpsa import OGPSA, ogpsa_for
 from reasonloop.trainers.step_utils import split_indices
 
 Encoded = tuple[list[int], list[int], list[bool]]  # prompt ids, target ids, loss mask per target token
@@ -75,6 +76,54 @@ def truncate(encoded: Encoded, max_length: int) -> Encoded:
     return prompt[-max_length + 1 :] if len(prompt) >= max_length else prompt, target[:room], keep[:room]
 
 
+def masked_nll(model: Any, rows: Sequence[Encoded], pad_id: int, compute_dtype: torch.dtype | None) -> torch.Tensor:
+    """The summed negative log-likelihood of the rows' kept target tokens (a scalar with grad)."""
+    with compute_in(model, compute_dtype):
+        scored = completion_logprobs(model, [r[0] for r in rows], [r[1] for r in rows], pad_id=pad_id, entropy=False)
+    keep = torch.zeros_like(scored.mask)
+    for row, (_, _, mask) in enumerate(rows):
+        keep[row, : len(mask)] = torch.tensor(mask)
+    return -(scored.logprobs * (keep & scored.mask)).sum()
+
+
+class SFTGuidance:
+    """α·L_SFT added to another trainer's update (RLBF's L = L_GRPO + α·L_SFT on BSAFE+ rows):
+    each call backpropagates α × the mean NLL over a seeded batch of `samples` and returns it."""
+
+    def __init__(
+        self, samples: Sequence[dict], tokenizer: Any, *, coef: float, batch_size: int, max_length: int, seed: int,
+        pad_id: int, compute_dtype: torch.dtype | None = None, chat_template: str = "auto",
+    ) -> None:  # fmt: skip
+        if not samples:
+            raise ValueError("SFT guidance needs sft_samples (none matched)")
+        self.encoded = [truncate(encode_sample(tokenizer, s, chat_template), max_length) for s in samples]
+        self.coef, self.batch_size, self.pad_id, self.dtype = coef, batch_size, pad_id, compute_dtype
+        self.rng = random.Random(seed)
+
+    def __call__(self, model: Any, scale: float = 1.0) -> float:
+        rows = [self.encoded[self.rng.randrange(len(self.encoded))] for _ in range(self.batch_size)]
+        tokens = float(max(1, sum(sum(r[2]) for r in rows)))
+        loss = masked_nll(model, rows, self.pad_id, self.dtype) / tokens
+        (self.coef * scale * loss).backward()
+        return loss.item()
+
+
+def sft_guidance(
+    config: Any, store: Any, tokenizer: Any, pad_id: int, compute_dtype: torch.dtype | None
+) -> SFTGuidance:
+    """RLBF's SFT term for an RL run (`config`: a TrainConfig with sft_coef > 0), on the store's
+    train-split sft_samples of `config.sft_source`."""
+    samples = store.query(
+        "SELECT prompt, messages, target, loss_mask_spans FROM sft_samples WHERE source = $s AND split = 'train' "
+        "ORDER BY id", {"s": config.sft_source},
+    ).to_pylist()  # fmt: skip
+    return SFTGuidance(
+        samples, tokenizer, coef=config.sft_coef, batch_size=config.sft_batch_size, pad_id=pad_id,
+        max_length=config.max_prompt_length + config.max_completion_length, seed=config.seed,
+        compute_dtype=compute_dtype, chat_template=config.chat_template,
+    )  # fmt: skip
+
+
 def warmup_cosine(warmup: int, total: int, floor: float = 0.1) -> Callable[[int], float]:
     def factor(i: int) -> float:
         if i < warmup:
@@ -85,11 +134,42 @@ def warmup_cosine(warmup: int, total: int, floor: float = 0.1) -> Callable[[int]
     return factor
 
 
+def reference_backward(
+    samples: Sequence[dict], model: Any, tokenizer: Any, *, pad_id: int, compute_dtype: torch.dtype | None,
+    max_length: int, chat_template: str = "auto", chunk: int = 16,
+) -> Callable[[], None]:  # fmt: skip
+    """A capability set's task-loss backward for OGPSA: the summed NLL of its samples' kept
+    tokens, in chunks of `chunk` rows (gradients accumulate)."""
+    encoded = [truncate(encode_sample(tokenizer, s, chat_template), max_length) for s in samples]
+
+    def backward() -> None:
+        for lo in range(0, len(encoded), chunk):
+            masked_nll(model, encoded[lo : lo + chunk], pad_id, compute_dtype).backward()
+
+    return backward
+
+
+def ogpsa_from_sets(
+    config: OGPSAOptions, reference_sets: Sequence[Sequence[dict]], model: Any, tokenizer: Any, *, pad_id: int,
+    compute_dtype: torch.dtype | None, max_length: int,
+) -> OGPSA | None:  # fmt: skip
+    """OGPSA over `reference_sets` (lists of sft samples, one direction each); None when there are none."""
+    if not reference_sets:
+        return None
+    backward = [
+        reference_backward(samples, model, tokenizer, pad_id=pad_id, compute_dtype=compute_dtype, max_length=max_length,
+                           chat_template=config.chat_template)
+        for samples in reference_sets if samples
+    ]  # fmt: skip
+    return ogpsa_for(model, backward, every=config.ogpsa_every, mode=config.ogpsa_mode, scale=config.ogpsa_scale)
+
+
 def run_sft(
     config: SFTConfig, *, model: Any, tokenizer: Any, samples: Sequence[dict], log: Callable[[dict], None] | None = None,
-    compute_dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype | None = None, reference_sets: Sequence[Sequence[dict]] = (),
 ) -> list[dict]:  # fmt: skip
-    """Train on samples (dicts with prompt, target, messages, loss_mask_spans); per-step metrics."""
+    """Train on samples (dicts with prompt, target, messages, loss_mask_spans); per-step metrics.
+    `reference_sets`: OGPSA's capability sets (trainers/ogpsa.py), each a list of samples."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     if not samples:
@@ -100,30 +180,35 @@ def run_sft(
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
     rng = random.Random(config.seed)
+    ogpsa = ogpsa_from_sets(
+        config,
+        reference_sets,
+        model,
+        tokenizer,
+        pad_id=pad_id,
+        compute_dtype=compute_dtype,
+        max_length=config.max_length,
+    )
     history = []
     model.train()
     for step in range(1, config.steps + 1):
         batch = [encoded[rng.randrange(len(encoded))] for _ in range(config.batch_size)]
         total = float(max(1, sum(sum(b[2]) for b in batch)))  # the step's loss tokens: accumulation changes memory only
         optimizer.zero_grad(set_to_none=True)
+        if ogpsa is not None:
+            ogpsa.maybe_refresh(step)
         loss_value = 0.0
         for micro in split_indices(list(range(len(batch))), config.grad_accum):
-            rows = [batch[i] for i in micro]
-            with compute_in(model, compute_dtype):
-                scored = completion_logprobs(
-                    model, [b[0] for b in rows], [b[1] for b in rows], pad_id=pad_id, entropy=False
-                )
-            keep = torch.zeros_like(scored.mask)
-            for row, (_, _, mask) in enumerate(rows):
-                keep[row, : len(mask)] = torch.tensor(mask)
-            keep = keep & scored.mask
-            loss = -(scored.logprobs * keep).sum() / total
+            loss = masked_nll(model, [batch[i] for i in micro], pad_id, compute_dtype) / total
             loss.backward()
             loss_value += loss.item()
+        removed = ogpsa.project_gradients() if ogpsa is not None else None
         norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or float("inf"))
         optimizer.step()
         scheduler.step()
         record = {"step": step, "loss": loss_value, "grad_norm": float(norm), "lr": scheduler.get_last_lr()[0]}
+        if removed is not None:
+            record["ogpsa_removed"] = removed  # share of the gradient's squared norm projected away
         history.append(record)
         if log:
             log(record)

@@ -15,6 +15,8 @@ Gradient accumulation is exact: every micro-batch's loss is normalized by its mi
 and sequence counts (trainers/algos.py), so `grad_accum` changes memory only.
 Token spans: a row's `loss_mask_spans` are left out of the policy loss and of those counts;
 its `kl_mask_spans` get a k3 KL to the reference, weighted `span_kl_coef` (Octopus: o1).
+`guidance` (RLBF's α·L_SFT, trainers/sft.SFTGuidance) adds its gradient to every optimizer step's
+before the reduction and the clip; under data parallelism each rank adds 1/world of its batch's.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class PolicyUpdate:
         clip: ClipRange, pad_id: int, compute_dtype: torch.dtype | None,
         reference: Callable[[], contextlib.AbstractContextManager[Any]] | None, dist: Dist | None = None,
         group_order: Callable[[str], tuple] | None = None, sharding: Sharding | None = None,
+        guidance: Callable[..., float] | None = None,
     ) -> None:  # fmt: skip
         """`reference`: a context manager factory yielding the reference model (β > 0), or None.
         `dist`: data parallelism (trainers/distributed.py); gradients are summed over ranks.
@@ -78,6 +81,7 @@ class PolicyUpdate:
         self.c, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
         self.loss_fn, self.clip, self.pad_id = loss_fn, clip, pad_id
         self.dtype, self.reference = compute_dtype, reference
+        self.guidance = guidance
         self.row_weights: list[float] = []  # mean importance weight per batch row (lineage)
         # Train and eval mode differ only by dropout, gradient checkpointing, router noise; without
         # them (the usual RL setting: TRL disables dropout) the model is left in the mode it is in,
@@ -182,6 +186,7 @@ class PolicyUpdate:
         weights = torch.zeros(n)
         losses, lows, highs, norms, kls, entropies, diffs, diff_max = [], [], [], [], [], [], [], 0.0
         span_kls: list[float] = []
+        sft_losses: list[float] = []
         ratio_sum, ratio_min, ratio_max, truncated, tokens_seen = 0.0, float("inf"), 0.0, 0.0, 0.0
         if self.switch_modes:
             self.model.train()
@@ -240,6 +245,8 @@ class PolicyUpdate:
                         truncated += (live > c.is_cap).float().sum().item()
                         weights[micro] = (is_w.sum(-1) / mask.sum(-1).clamp(min=1)).detach().float().cpu()
                 losses.append(self.dist.total(mb_loss))  # normalized by global counts: the ranks' parts add up
+                if self.guidance is not None:
+                    sft_losses.append(self.guidance(self.model, 1.0 / self.dist.world))
                 reduce_start = time.perf_counter()
                 (self.sharding if self.sharding.enabled else self.dist).sum_gradients(trainable)
                 reduce_s += time.perf_counter() - reduce_start
@@ -266,5 +273,7 @@ class PolicyUpdate:
             metrics["kl"] = sum(kls) / len(kls)
         if span_kls:
             metrics["span_kl"] = sum(span_kls) / len(span_kls)
+        if sft_losses:
+            metrics["sft_loss"] = mean(sft_losses)
         self.row_weights = weights.tolist()
         return sum(losses) / len(losses)

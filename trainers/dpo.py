@@ -1,0 +1,133 @@
+"""DPO on the store's `preferences` table (definitions as TRL's DPOTrainer), with optional OGPSA.
+
+    logits = (log π(c) − log π_ref(c)) − (log π(r) − log π_ref(r))     (sequence sums of token logprobs)
+    sigmoid: L = −log σ(β · logits)          ipo: L = (logits − 1/(2β))²
+    rewards/chosen = β (log π(c) − log π_ref(c)), rewards/rejected likewise, accuracy = chosen > rejected
+
+The reference is the starting policy, and its log-probabilities are computed once for every pair
+before the first step (TRL's `precompute_ref_log_probs`): no second model stays in memory. Pairs
+are encoded as SFT samples are (tasks/prompts.py: chat template for pairs with a chat prompt), the
+response's tokens and EOS scored; the loss is the mean over the step's pairs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from reasonloop.tasks.models.precision import compute_in, pad_token_id
+from reasonloop.trainers.config import DPOConfig
+from reasonloop.trainers.logprobs import completion_logprobs
+from reasonloop.trainers.sft import Encoded, encode_sample, ogpsa_from_sets, truncate, warmup_cosine
+from reasonloop.trainers.step_utils import split_indices
+
+
+def dpo_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+    beta: float, loss_type: str = "sigmoid",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Per-pair losses and implicit rewards. All inputs (B,) sequence log-probabilities; returns
+    (loss (B,), chosen rewards (B,), rejected rewards (B,))."""
+    chosen_ratio, rejected_ratio = chosen - ref_chosen, rejected - ref_rejected
+    logits = chosen_ratio - rejected_ratio
+    if loss_type == "sigmoid":
+        loss = -F.logsigmoid(beta * logits)
+    elif loss_type == "ipo":
+        loss = (logits - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}; valid: sigmoid, ipo")
+    return loss, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+def sequence_logprobs(
+    model: Any, rows: Sequence[Encoded], pad_id: int, compute_dtype: torch.dtype | None
+) -> torch.Tensor:
+    """(B,) summed log-probabilities of each row's kept target tokens."""
+    with compute_in(model, compute_dtype):
+        scored = completion_logprobs(model, [r[0] for r in rows], [r[1] for r in rows], pad_id=pad_id, entropy=False)
+    keep = torch.zeros_like(scored.mask)
+    for i, (_, _, mask) in enumerate(rows):
+        keep[i, : len(mask)] = torch.tensor(mask)
+    return (scored.logprobs * (keep & scored.mask)).sum(-1)
+
+
+def encode_pair(tokenizer: Any, pair: dict, chat_template: str, max_length: int) -> tuple[Encoded, Encoded]:
+    def one(response: str) -> Encoded:
+        sample = {"prompt": pair["prompt"], "messages": pair.get("messages"), "target": response}
+        return truncate(encode_sample(tokenizer, sample, chat_template), max_length)
+
+    return one(pair["chosen"]), one(pair["rejected"])
+
+
+def run_dpo(
+    config: DPOConfig, *, model: Any, tokenizer: Any, pairs: Sequence[dict], log: Callable[[dict], None] | None = None,
+    compute_dtype: torch.dtype | None = None, reference_sets: Sequence[Sequence[dict]] = (),
+) -> list[dict]:  # fmt: skip
+    """Train on preference pairs (dicts with prompt, chosen, rejected); per-step metrics with TRL's
+    names (rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins)."""
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    if not pairs:
+        raise ValueError("no preference pairs to train on")
+    encoded = [encode_pair(tokenizer, p, config.chat_template, config.max_length) for p in pairs]
+    pad_id = pad_token_id(tokenizer, model)
+    model.eval()
+    with torch.no_grad():  # the reference: the starting weights, once per pair
+        reference = [
+            (sequence_logprobs(model, [c], pad_id, compute_dtype)[0], sequence_logprobs(model, [r], pad_id, compute_dtype)[0])
+            for c, r in encoded
+        ]  # fmt: skip
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
+    ogpsa = ogpsa_from_sets(
+        config,
+        reference_sets,
+        model,
+        tokenizer,
+        pad_id=pad_id,
+        compute_dtype=compute_dtype,
+        max_length=config.max_length,
+    )
+    rng = random.Random(config.seed)
+    history = []
+    model.train()
+    for step in range(1, config.steps + 1):
+        batch = [rng.randrange(len(encoded)) for _ in range(config.batch_size)]
+        optimizer.zero_grad(set_to_none=True)
+        if ogpsa is not None:
+            ogpsa.maybe_refresh(step)
+        totals = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "accuracy": 0.0}
+        for micro in split_indices(batch, config.grad_accum):
+            rows = [encoded[i] for i in micro]
+            logps = sequence_logprobs(model, [c for c, _ in rows] + [r for _, r in rows], pad_id, compute_dtype)
+            chosen, rejected = logps[: len(rows)], logps[len(rows) :]
+            ref_c = torch.stack([reference[i][0] for i in micro]).to(logps.device)
+            ref_r = torch.stack([reference[i][1] for i in micro]).to(logps.device)
+            loss, reward_c, reward_r = dpo_loss(chosen, rejected, ref_c, ref_r, config.beta, config.loss_type)
+            (loss.sum() / len(batch)).backward()
+            totals["loss"] += loss.sum().item()
+            totals["chosen"] += reward_c.sum().item()
+            totals["rejected"] += reward_r.sum().item()
+            totals["accuracy"] += (reward_c > reward_r).float().sum().item()
+        removed = ogpsa.project_gradients() if ogpsa is not None else None
+        norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or float("inf"))
+        optimizer.step()
+        scheduler.step()
+        n = float(len(batch))
+        record = {
+            "step": step, "loss": totals["loss"] / n, "grad_norm": float(norm), "lr": scheduler.get_last_lr()[0],
+            "rewards/chosen": totals["chosen"] / n, "rewards/rejected": totals["rejected"] / n,
+            "rewards/accuracies": totals["accuracy"] / n, "rewards/margins": (totals["chosen"] - totals["rejected"]) / n,
+        }  # fmt: skip
+        if removed is not None:
+            record["ogpsa_removed"] = removed
+        history.append(record)
+        if log:
+            log(record)
+    model.eval()
+    return history
