@@ -8,10 +8,12 @@ import typer
 
 from reasonloop.flows.cli_model import app as model_app
 from reasonloop.flows.cli_model import generate as generate_command
+from reasonloop.flows.cli_safety import app as safety_app
 from reasonloop.flows.cli_serve import check_retrain_command, serve
 from reasonloop.flows.cli_store import RootOption
 from reasonloop.flows.cli_store import app as store_app
 from reasonloop.flows.cli_synth import app as synth_app
+from reasonloop.flows.cli_train import dpo as dpo_command
 from reasonloop.flows.cli_train import rollout_worker as rollout_worker_command
 from reasonloop.flows.cli_train import sft as sft_command
 from reasonloop.flows.cli_train import train as train_command
@@ -24,9 +26,11 @@ app = typer.Typer(
 app.add_typer(store_app, name="store")
 app.add_typer(model_app, name="model")
 app.add_typer(synth_app, name="synth")
+app.add_typer(safety_app, name="safety")
 app.command("generate")(generate_command)
 app.command("train")(train_command)
 app.command("sft")(sft_command)
+app.command("dpo")(dpo_command)
 app.command("rollout-worker")(rollout_worker_command)
 app.command("serve")(serve)
 app.command("check-retrain")(check_retrain_command)

@@ -12,7 +12,7 @@ import typer
 
 from reasonloop.flows.cli_model import quiet_transformers
 from reasonloop.flows.cli_store import RootOption
-from reasonloop.trainers.config import SFTConfig, TrainConfig
+from reasonloop.trainers.config import DPOConfig, SFTConfig, TrainConfig
 
 
 def with_config_options(config_cls: type) -> Any:
@@ -133,3 +133,28 @@ def rollout_worker(
                        wait_timeout_s=wait_timeout_s, on_round=lambda s: typer.echo(
                            f"worker {worker_id}: version {s.last_version}, {s.groups} groups", err=True))  # fmt: skip
     typer.echo(f"worker {worker_id}: {stats.groups} groups over {stats.versions_loaded} versions")
+
+
+@with_config_options(DPOConfig)
+def dpo(
+    model: Annotated[str, typer.Option(help="Model to train (folder or HF id); also the DPO reference.")],
+    out: Annotated[Path, typer.Option(help="Folder for the trained model.")],
+    run_id: Annotated[str, typer.Option(help="run_id of the checkpoint and metrics rows.")] = "dpo",
+    root: RootOption = None,
+    **config: Any,
+) -> None:
+    """DPO on the store's `preferences` (with --ogpsa-ref-sets: OGPSA's projection off capability sets)."""
+    quiet_transformers()
+    from reasonloop.storage import ReplayStore
+    from reasonloop.trainers.run import run_dpo_to
+
+    try:
+        cfg = DPOConfig(**_split_config(DPOConfig, config))
+        result = run_dpo_to(ReplayStore(root), cfg, model=model, out=out, run_id=run_id)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"dpo: {cfg.steps} steps on {result.final_metrics['pairs']:.0f} pairs, final loss "
+        f"{result.final_metrics['loss']:.4f}; model in {out}"
+    )
