@@ -143,3 +143,28 @@ def test_the_safety_flow_runs_end_to_end(harness, sft_model: Path, tmp_path: Pat
     for evaluation in result["evals"].values():
         assert evaluation["n"] > 0 and 0 <= evaluation["prefill_violation_rate"] <= 1
         assert 0 <= evaluation["accuracy"] <= 1 and 0 <= evaluation["over_trigger_rate"] <= 1
+
+
+def test_the_safety_commands_write_data_and_train_dpo(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`reasonloop safety synth | bsafe | preferences` and `reasonloop dpo` through the CLI."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from reasonloop.flows.cli import app
+
+    runner, root = CliRunner(), ["--root", str(tmp_path / "store")]
+
+    def run(*args: str) -> str:
+        result = runner.invoke(app, [*args, *root])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert json.loads(run("safety", "synth", "--n", "80"))["problems"] > 70
+    bsafe = json.loads(run("safety", "bsafe", "--model", str(tiny_model_dir)))
+    assert bsafe["injected"] > 0 and bsafe["rejected"] == 0
+    assert json.loads(run("safety", "preferences"))["preferences"] > 0
+    out = run("dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "dpo"), "--steps", "2", "--batch-size", "4")
+    assert "dpo: 2 steps" in out and (tmp_path / "dpo" / "config.json").exists()
+    bad = runner.invoke(app, ["dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--beta", "0", *root])
+    assert bad.exit_code == 2 and "beta must be > 0" in bad.output
