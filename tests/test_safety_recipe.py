@@ -142,7 +142,11 @@ def test_rlbf_reward_terms_judge_the_shown_text() -> None:
 
     reward = CompositeReward({"safe": 1, "exact": 0.5, "backtrack_cost": -0.5, "malformed_signal": -1})
     shown = ["7+8=15;4+3+1=8;#85", "K7Q2;#85", "7+8=15;#85[BACKTRACK_BY_"]
-    stats = [{"deleted_tokens": 5, "tokens": 20, "malformed": 0}, None, {"deleted_tokens": 0, "tokens": 10, "malformed": 1}]
+    stats = [
+        {"deleted_tokens": 5, "tokens": 20, "malformed": 0},
+        None,
+        {"deleted_tokens": 0, "tokens": 10, "malformed": 1},
+    ]
     result = reward([PROMPT] * 3, shown, answer=["85"] * 3, backtrack=stats)
     assert result.components["safe"] == [1.0, 0.0, 1.0]
     assert result.components["backtrack_cost"] == [0.25, 0.0, 0.0]
@@ -176,5 +180,7 @@ def test_preference_pairs_from_groups_critic_and_violations() -> None:
     by_critic = prefs.from_critic(rows, RuleCritic())
     assert [(p["chosen"], p["rejected"]) for p in by_critic] == [(SAFE, "K7Q2;#85")]
     assert by_critic[0]["source_ids"] == ["r0", "r1"]
-    recipe = prefs.from_violations([{"prompt": PROMPT, "target": SAFE, "id": "s1"}], seed=random.Random(0).randint(0, 9))
+    recipe = prefs.from_violations(
+        [{"prompt": PROMPT, "target": SAFE, "id": "s1"}], seed=random.Random(0).randint(0, 9)
+    )
     assert first_violation(PROMPT, recipe[0]["chosen"]) is None and first_violation(PROMPT, recipe[0]["rejected"])

@@ -89,7 +89,9 @@ def test_dpo_trains_on_stored_preferences_with_ogpsa(base_model: Path, tmp_path:
     config = DPOConfig(steps=6, batch_size=8, lr=1e-3, beta=0.1, ogpsa_ref_sets="arith", ogpsa_every=3,
                        ogpsa_samples=16, seed=0)  # fmt: skip
     result = run_dpo_to(store, config, model=base_model, out=tmp_path / "dpo")
-    metrics = store.query("SELECT step, loss, metrics FROM train_metrics WHERE run_id = 'dpo' ORDER BY step").to_pylist()
+    metrics = store.query(
+        "SELECT step, loss, metrics FROM train_metrics WHERE run_id = 'dpo' ORDER BY step"
+    ).to_pylist()
     first, last = dict(metrics[0]["metrics"]), dict(metrics[-1]["metrics"])
     assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-4), "step 1: the policy is the reference"
     assert last["rewards/margins"] > 0.05 and metrics[-1]["loss"] < metrics[0]["loss"]
@@ -117,7 +119,9 @@ def test_rlbf_trains_on_backtracked_rewards_with_the_sft_term(sft_model: Path, t
     ).to_pylist()[0]  # fmt: skip
     assert stored["n"] == 2 * 4 * 4 and stored["shown"] == stored["n"], "every row keeps the shown text"
     assert set(stored["keys"]) == {"safe", "exact", "backtrack_cost", "malformed_signal"}
-    metrics = [dict(m["metrics"]) for m in store.query("SELECT metrics FROM train_metrics WHERE run_id = 'rlbf'").to_pylist()]
+    metrics = [
+        dict(m["metrics"]) for m in store.query("SELECT metrics FROM train_metrics WHERE run_id = 'rlbf'").to_pylist()
+    ]
     assert all(m["sft_loss"] > 0 for m in metrics), "the SFT term on BSAFE+ rows is in every step"
 
 
@@ -164,7 +168,11 @@ def test_the_safety_commands_write_data_and_train_dpo(tiny_model_dir: Path, tmp_
     bsafe = json.loads(run("safety", "bsafe", "--model", str(tiny_model_dir)))
     assert bsafe["injected"] > 0 and bsafe["rejected"] == 0
     assert json.loads(run("safety", "preferences"))["preferences"] > 0
-    out = run("dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "dpo"), "--steps", "2", "--batch-size", "4")
+    out = run(
+        "dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "dpo"), "--steps", "2", "--batch-size", "4"
+    )
     assert "dpo: 2 steps" in out and (tmp_path / "dpo" / "config.json").exists()
-    bad = runner.invoke(app, ["dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--beta", "0", *root])
+    bad = runner.invoke(
+        app, ["dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--beta", "0", *root]
+    )
     assert bad.exit_code == 2 and "beta must be > 0" in bad.output
