@@ -61,6 +61,10 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per completion.")] = False,
     store: Annotated[bool, typer.Option("--store", help="Also write the completions as rollouts.")] = False,
+    backtrack: Annotated[
+        bool,
+        typer.Option(help="Backtrack decoding (BSAFE+): show the text after [CATEGORY_c][BACKTRACK_BY_X] signals."),
+    ] = False,
     root: RootOption = None,
     run_id: Annotated[str, typer.Option(help="run_id of stored rollouts.")] = "generate",
 ) -> None:
@@ -71,17 +75,23 @@ def generate(
     sampling = SamplingParams(
         temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed
     )
-    completions = make_engine("transformers", model=model).generate(prompt, n, sampling)
+    engine = make_engine("transformers", model=model)
+    if backtrack:
+        from reasonloop.tasks.engines.backtrack import BacktrackingEngine
+
+        engine = BacktrackingEngine(engine, engine.tokenizer)
+    completions = engine.generate(prompt, n, sampling)
     if as_json:
         typer.echo(json.dumps([{
-            "text": c.text, "token_ids": c.token_ids, "logprobs": c.logprobs, "entropies": c.entropies,
+            "text": c.final_text, "raw_text": c.text, "token_ids": c.token_ids, "logprobs": c.logprobs,
+            "entropies": c.entropies,
             "prompt_ids": c.prompt_ids, "finish_reason": c.finish_reason,
         } for c in completions]))  # fmt: skip
     else:
         for c in completions:
             mean_lp = sum(c.logprobs) / max(1, len(c.logprobs))
             typer.echo(
-                f"[{c.prompt_index}] {c.text!r}  ({len(c.token_ids)} tokens, {c.finish_reason}, "
+                f"[{c.prompt_index}] {c.final_text!r}  ({len(c.token_ids)} tokens, {c.finish_reason}, "
                 f"mean logprob {mean_lp:.3f}, mean entropy {c.mean_entropy or 0:.3f})"
             )
     if store:

@@ -121,13 +121,13 @@ def rollout_task(root: str, model: str, run_id: str, config: dict) -> int:
 @task(name="evaluate", cache_policy=NO_CACHE, retries=1)
 def evaluate_task(
     root: str, model: str, split: str, source: str, limit: int, max_new_tokens: int, engine: str = "transformers",
-    engine_url: str = "", corrections: int = 0,
+    engine_url: str = "", corrections: int = 0, backtrack: bool = False,
 ) -> dict:  # fmt: skip
     from reasonloop.trainers.run import evaluate_model
 
     return evaluate_model(
         ReplayStore(root), model, split=split, source=source, limit=limit, max_new_tokens=max_new_tokens,
-        engine=engine, engine_url=engine_url, corrections=corrections,
+        engine=engine, engine_url=engine_url, corrections=corrections, backtrack=backtrack,
     )  # fmt: skip
 
 

@@ -23,8 +23,11 @@ def test_model_init_then_generate_json_and_store(tmp_path: Path) -> None:
     items = json.loads(result.stdout)
     assert len(items) == 3
     for item in items:
-        assert set(item) == {"text", "token_ids", "logprobs", "entropies", "prompt_ids", "finish_reason"}
+        assert set(item) == {"text", "raw_text", "token_ids", "logprobs", "entropies", "prompt_ids", "finish_reason"}
         assert len(item["token_ids"]) == len(item["logprobs"]) == len(item["entropies"]) <= 6
+        assert item["text"] == item["raw_text"], "without --backtrack the shown text is the raw one"
+    shown = json.loads(runner.invoke(app, [*args, "--json", "--backtrack"]).stdout)
+    assert [i["raw_text"] for i in shown] == [i["raw_text"] for i in items], "backtracking changes no token"
     result = runner.invoke(app, [*args, "--store", "--root", str(tmp_path / "store"), "--run-id", "g1"])
     assert result.exit_code == 0 and "stored 3 rollouts" in result.output
     rows = ReplayStore(tmp_path / "store").query(

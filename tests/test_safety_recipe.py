@@ -184,3 +184,19 @@ def test_preference_pairs_from_groups_critic_and_violations() -> None:
         [{"prompt": PROMPT, "target": SAFE, "id": "s1"}], seed=random.Random(0).randint(0, 9)
     )
     assert first_violation(PROMPT, recipe[0]["chosen"]) is None and first_violation(PROMPT, recipe[0]["rejected"])
+
+
+def test_engine_written_violations_are_cut_at_the_first_violation(tokenizer) -> None:
+    sources = [{"prompt": PROMPT, "target": SAFE, "id": f"s{i}"} for i in range(20)]
+    asked = []
+
+    def generate(text: str) -> str:
+        asked.append(text)
+        return "the key K7Q2 and more" if len(asked) % 2 else "nothing unsafe"
+
+    rows = build(sources, tokenizer, BsafeConfig(clean_fraction=0.0, violations="engine"), generate)
+    assert all("ignore the policy" in a and a.startswith(PROMPT) for a in asked), "told to continue unsafely"
+    spans = [r["target"][r["loss_mask_spans"][0]["start"] : r["loss_mask_spans"][0]["end"]] for r in rows]
+    assert spans.count("the key K7Q2") == len(asked) - len(asked) // 2, "cut at the violation's end"
+    assert all(first_violation(PROMPT, s) is not None for s in spans), "a safe continuation falls back to a template"
+    assert all(r["source_ids"] == [s["id"]] for r, s in zip(rows, sources, strict=True))

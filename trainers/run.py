@@ -160,7 +160,7 @@ def evaluate_model(
     store: ReplayStore, model: str | Path, *, split: str = "heldout", source: str = "", limit: int = 512,
     max_new_tokens: int = 64, pass_k: int = 4, pass_k_limit: int = 128, seed: int = 0, device: str = "auto",
     dtype: str = "auto", chat_template: str = "auto", batch_size: int = 256, engine: str = "transformers",
-    engine_url: str = "", corrections: int = 0,
+    engine_url: str = "", corrections: int = 0, backtrack: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Greedy accuracy per task type (with n and binomial standard error) and pass@k on a fixed
     held-out list (ordered by id, so every model sees the same problems). Each completion is
@@ -171,7 +171,8 @@ def evaluate_model(
     are rendered and tokenized here, as in training). Completions written o1 ⊕ separator ⊕ o2
     (Octopus) also get `self_correction`: first- and final-answer accuracy, w→c and c→w rates;
     `corrections` = k appends the separator k more times and continues greedily (test-time
-    scaling), reported as `corrections`."""
+    scaling), reported as `corrections`. `backtrack`: backtrack decoding (BSAFE+) on the engine;
+    answers are judged on the text a user would see."""
     from reasonloop.storage.samplers import split_filter
     from reasonloop.tasks import prompts as prompt_policy
     from reasonloop.tasks.engines import SamplingParams, make_engine
@@ -200,6 +201,10 @@ def evaluate_model(
         "openai": {"base_url": engine_url, "model": str(model), "tokenizer": tokenizer},
     }
     sampler = make_engine(engine, **options.get(engine, {}))  # an unknown name fails listing the valid ones
+    if backtrack:
+        from reasonloop.tasks.engines.backtrack import BacktrackingEngine
+
+        sampler = BacktrackingEngine(sampler, tokenizer)
     rendered = [prompt_policy.render(tokenizer, p["prompt"], p["messages"], chat_template) for p in problems]
     # Token ids where the engine takes them: the exact prompt training sees, whoever samples.
     prompts = [prompt_policy.encode(tokenizer, r) for r in rendered] if sampler.accepts_token_ids else rendered
@@ -209,7 +214,7 @@ def evaluate_model(
                                     [r["answer_type"] for r in rows])  # fmt: skip
 
     greedy = sampler.generate(prompts, 1, SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
-    raw = score(problems, [c.text for c in greedy])
+    raw = score(problems, [c.final_text for c in greedy])
     verdicts = [(p, s) for p, s in zip(problems, raw, strict=True) if s is not None]
     scores = [s for _, s in verdicts]
     by_task: dict[str, list[float]] = {}
@@ -218,7 +223,7 @@ def evaluate_model(
     result: dict[str, Any] = {"n": len(scores), **_acc(scores), "per_task": {t: _acc(v) for t, v in by_task.items()}}
     result["unscored"] = len(raw) - len(scores)
     texts, answers, kinds = (
-        [c.text for c in greedy],
+        [c.final_text for c in greedy],
         [p["answer"] for p in problems],
         [p["answer_type"] for p in problems],
     )
@@ -234,7 +239,7 @@ def evaluate_model(
     result["correct"] = [int(s == 1.0) for s in scores]
     head = problems[:pass_k_limit]
     sampled = sampler.generate(prompts[:pass_k_limit], pass_k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
-    hits = score([head[c.prompt_index] for c in sampled], [c.text for c in sampled])
+    hits = score([head[c.prompt_index] for c in sampled], [c.final_text for c in sampled])
     solved = [any(h == 1.0 for h in hits[i * pass_k : (i + 1) * pass_k]) for i in range(len(head))]
     result[f"pass@{pass_k}"] = sum(solved) / max(1, len(solved))
     return result
