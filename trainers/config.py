@@ -242,9 +242,19 @@ class TrainConfig(ModelOptions):
 
 
 @dataclass(frozen=True)
-class OGPSAOptions(ModelOptions):
-    """OGPSA (trainers/ogpsa.py) for the SFT and DPO trainers: off unless reference sets are named."""
+class OfflineOptions(ModelOptions):
+    """What the offline trainers (SFT, DPO) share: the optimizer step, and OGPSA
+    (trainers/ogpsa.py), off unless reference sets are named."""
 
+    steps: int = opt(300, "Optimizer steps.")
+    lr: float = opt(2e-5, "AdamW learning rate.")
+    warmup_steps: int = opt(10, "Linear warm-up steps, then cosine decay to 10%.")
+    grad_accum: int = opt(1, "Micro-batches per step (memory, not math: the loss is normalized by the step's size).")
+    max_length: int = opt(1024, "Longer samples (prompt + target tokens) are cut from the right, as TRL's max_length.")
+    weight_decay: float = opt(0.0, "AdamW weight decay.")
+    max_grad_norm: float = opt(1.0, "Gradient-norm clip; 0 disables.")
+    split: str = opt("train", "Split of the table to train on.")
+    seed: int = opt(0, "Seed for batch order and init-independent randomness.")
     ogpsa_ref_sets: str = opt("", "OGPSA: comma-separated sft_samples sources (capability sets) whose task-loss "
                                   "gradients the update is projected off (empty = off).")  # fmt: skip
     ogpsa_every: int = opt(
@@ -254,7 +264,7 @@ class OGPSAOptions(ModelOptions):
     ogpsa_samples: int = opt(200, "OGPSA: examples per reference set (the code's base_num_samples).")
     ogpsa_scale: float = opt(1.0, "OGPSA threshold mode: the scale of a gradient that does not conflict.")
 
-    def check_ogpsa_options(self) -> None:
+    def check_offline_options(self) -> None:
         self.check_model_options()
         if self.ogpsa_mode not in ("project", "threshold"):
             raise ValueError("ogpsa_mode must be project or threshold")
@@ -267,41 +277,27 @@ class OGPSAOptions(ModelOptions):
 
 
 @dataclass(frozen=True)
-class SFTConfig(OGPSAOptions):
-    steps: int = opt(300, "Optimizer steps.")
+class SFTConfig(OfflineOptions):
     batch_size: int = opt(32, "Samples per step.")
-    grad_accum: int = opt(1, "Micro-batches per step (memory, not math: the loss is normalized by the step's tokens).")
-    max_length: int = opt(1024, "Longer samples (prompt + target tokens) are cut from the right, as TRL's max_length.")
     lr: float = opt(2e-5, "AdamW learning rate (TRL's SFT default; a tiny model from scratch wants ~1e-3).")
-    weight_decay: float = opt(0.0, "AdamW weight decay.")
-    warmup_steps: int = opt(10, "Linear warm-up steps, then cosine decay to 10%.")
-    max_grad_norm: float = opt(1.0, "Gradient-norm clip; 0 disables.")
     source: str = opt("", "Train on sft_samples of this source only (default: all).")
-    split: str = opt("train", "sft_samples split to train on.")
-    seed: int = opt(0, "Seed for batch order and init-independent randomness.")
 
     def __post_init__(self) -> None:
-        self.check_ogpsa_options()
+        self.check_offline_options()
 
 
 @dataclass(frozen=True)
-class DPOConfig(OGPSAOptions):
+class DPOConfig(OfflineOptions):
     steps: int = opt(100, "Optimizer steps.")
     batch_size: int = opt(16, "Preference pairs per step.")
-    grad_accum: int = opt(1, "Micro-batches per step (memory, not math).")
+    lr: float = opt(1e-6, "AdamW learning rate (TRL's DPO default; the tiny demo models want ~1e-5).")
+    warmup_steps: int = opt(0, "Linear warm-up steps, then cosine decay to 10%.")
+    source: str = opt("", "Train on preferences of this source only (default: all).")
     beta: float = opt(0.1, "DPO β: the strength of the implicit KL to the reference (TRL's default 0.1).")
     loss_type: str = opt("sigmoid", "sigmoid (DPO) | ipo.")
-    max_length: int = opt(1024, "Longer pairs (prompt + response tokens) are cut from the right.")
-    lr: float = opt(1e-6, "AdamW learning rate (TRL's DPO default; the tiny demo models want ~1e-4).")
-    weight_decay: float = opt(0.0, "AdamW weight decay.")
-    warmup_steps: int = opt(0, "Linear warm-up steps, then cosine decay to 10%.")
-    max_grad_norm: float = opt(1.0, "Gradient-norm clip; 0 disables.")
-    source: str = opt("", "Train on preferences of this source only (default: all).")
-    split: str = opt("train", "preferences split to train on.")
-    seed: int = opt(0, "Seed for batch order.")
 
     def __post_init__(self) -> None:
-        self.check_ogpsa_options()
+        self.check_offline_options()
         if self.loss_type not in ("sigmoid", "ipo"):
             raise ValueError("loss_type must be sigmoid or ipo")
         if self.beta <= 0:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from reasonloop.tasks.models.precision import compute_in, pad_token_id
 from reasonloop.trainers.config import DPOConfig
 from reasonloop.trainers.logprobs import completion_logprobs
-from reasonloop.trainers.sft import Encoded, encode_sample, ogpsa_from_sets, truncate, warmup_cosine
+from reasonloop.trainers.sft import Encoded, encode_sample, optimizer_for, truncate
 from reasonloop.trainers.step_utils import split_indices
 
 
@@ -81,17 +81,8 @@ def run_dpo(
             (sequence_logprobs(model, [c], pad_id, compute_dtype)[0], sequence_logprobs(model, [r], pad_id, compute_dtype)[0])
             for c, r in encoded
         ]  # fmt: skip
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
-    ogpsa = ogpsa_from_sets(
-        config,
-        reference_sets,
-        model,
-        tokenizer,
-        pad_id=pad_id,
-        compute_dtype=compute_dtype,
-        max_length=config.max_length,
+    trainable, optimizer, scheduler, ogpsa = optimizer_for(
+        config, model, tokenizer, reference_sets, pad_id=pad_id, compute_dtype=compute_dtype
     )
     rng = random.Random(config.seed)
     history = []

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
-from reasonloop.trainers.config import DPOConfig, OGPSAOptions, SFTConfig, TrainConfig
+from reasonloop.trainers.config import DPOConfig, OfflineOptions, SFTConfig, TrainConfig
 from reasonloop.trainers.distributed import Dist
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def _save_run(
     return RunResult(out, steps, 0, {"loss": history[-1]["loss"], **extra})
 
 
-def reference_sets(store: ReplayStore, config: OGPSAOptions) -> list[list[dict]]:
+def reference_sets(store: ReplayStore, config: OfflineOptions) -> list[list[dict]]:
     """OGPSA's capability sets: the first `ogpsa_samples` train sft_samples (by id) of each source named."""
     sets = []
     for source in config.ogpsa_sources:

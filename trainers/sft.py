@@ -20,7 +20,7 @@ import torch
 
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.models.precision import compute_in, pad_token_id
-from reasonloop.trainers.config import OGPSAOptions, SFTConfig
+from reasonloop.trainers.config import OfflineOptions, SFTConfig
 from reasonloop.trainers.logprobs import completion_logprobs
 from reasonloop.trainers.ogpsa import OGPSA, ogpsa_for
 from reasonloop.trainers.step_utils import split_indices
@@ -149,8 +149,28 @@ def reference_backward(
     return backward
 
 
+def optimizer_for(
+    config: OfflineOptions, model: Any, tokenizer: Any, reference_sets: Sequence[Sequence[dict]], *, pad_id: int,
+    compute_dtype: torch.dtype | None,
+) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, Any, OGPSA | None]:  # fmt: skip
+    """(trainable parameters, AdamW, warm-up + cosine schedule, OGPSA or None) of an offline trainer."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = warmup_cosine(config.warmup_steps, config.steps)
+    ogpsa = ogpsa_from_sets(
+        config,
+        reference_sets,
+        model,
+        tokenizer,
+        pad_id=pad_id,
+        compute_dtype=compute_dtype,
+        max_length=config.max_length,
+    )
+    return trainable, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), ogpsa
+
+
 def ogpsa_from_sets(
-    config: OGPSAOptions, reference_sets: Sequence[Sequence[dict]], model: Any, tokenizer: Any, *, pad_id: int,
+    config: OfflineOptions, reference_sets: Sequence[Sequence[dict]], model: Any, tokenizer: Any, *, pad_id: int,
     compute_dtype: torch.dtype | None, max_length: int,
 ) -> OGPSA | None:  # fmt: skip
     """OGPSA over `reference_sets` (lists of sft samples, one direction each); None when there are none."""
@@ -176,19 +196,10 @@ def run_sft(
         raise ValueError("no sft_samples to train on")
     encoded = [truncate(encode_sample(tokenizer, s, config.chat_template), config.max_length) for s in samples]
     pad_id = pad_token_id(tokenizer, model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, config.steps))
-    rng = random.Random(config.seed)
-    ogpsa = ogpsa_from_sets(
-        config,
-        reference_sets,
-        model,
-        tokenizer,
-        pad_id=pad_id,
-        compute_dtype=compute_dtype,
-        max_length=config.max_length,
+    trainable, optimizer, scheduler, ogpsa = optimizer_for(
+        config, model, tokenizer, reference_sets, pad_id=pad_id, compute_dtype=compute_dtype
     )
+    rng = random.Random(config.seed)
     history = []
     model.train()
     for step in range(1, config.steps + 1):
