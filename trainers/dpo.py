@@ -76,11 +76,12 @@ def run_dpo(
     encoded = [encode_pair(tokenizer, p, config.chat_template, config.max_length) for p in pairs]
     pad_id = pad_token_id(tokenizer, model)
     model.eval()
-    with torch.no_grad():  # the reference: the starting weights, once per pair
-        reference = [
-            (sequence_logprobs(model, [c], pad_id, compute_dtype)[0], sequence_logprobs(model, [r], pad_id, compute_dtype)[0])
-            for c, r in encoded
-        ]  # fmt: skip
+    reference: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():  # the reference: the starting weights, once per pair, a batch at a time
+        for lo in range(0, len(encoded), config.batch_size):
+            rows = encoded[lo : lo + config.batch_size]
+            logps = sequence_logprobs(model, [c for c, _ in rows] + [r for _, r in rows], pad_id, compute_dtype)
+            reference += list(zip(logps[: len(rows)], logps[len(rows) :], strict=True))
     trainable, optimizer, scheduler, ogpsa = optimizer_for(
         config, model, tokenizer, reference_sets, pad_id=pad_id, compute_dtype=compute_dtype
     )
