@@ -123,6 +123,16 @@ def test_rlbf_trains_on_backtracked_rewards_with_the_sft_term(sft_model: Path, t
         dict(m["metrics"]) for m in store.query("SELECT metrics FROM train_metrics WHERE run_id = 'rlbf'").to_pylist()
     ]
     assert all(m["sft_loss"] > 0 for m in metrics), "the SFT term on BSAFE+ rows is in every step"
+    from reasonloop.tasks.recipes.safety import first_violation
+
+    kept = safe_responses(store, "rollouts", "rlbf")  # BSAFE+ sources from a run: safe and correct
+    rows = store.query("SELECT prompt, final_completion, rewards FROM rollouts WHERE run_id = 'rlbf'").to_pylist()
+    expected = [
+        r
+        for r in rows
+        if dict(r["rewards"])["exact"] == 1 and first_violation(r["prompt"], r["final_completion"]) is None
+    ]
+    assert sorted(r["target"] for r in kept) == sorted(r["final_completion"] for r in expected)
 
 
 def test_the_safety_flow_runs_end_to_end(harness, sft_model: Path, tmp_path: Path) -> None:
