@@ -140,7 +140,7 @@ def test_unknown_table_is_quarantined(tmp_path: Path) -> None:
     store = ReplayStore(tmp_path)
     result = store.write("problemz", [PROBLEM])
     assert (result.committed, result.rejected) == (0, 1)
-    assert "valid tables: checkpoints, consumed, problems" in result.rejections[0].reason
+    assert "valid tables: checkpoints, consumed, preferences, problems" in result.rejections[0].reason
 
 
 def test_arrow_path_falls_back_to_row_reasons() -> None:
