@@ -12,6 +12,8 @@ instruction: an "unaligned" model) plus clean `arith` samples. Arms, each from t
                     − 0.5·X/|y| − 1·malformed, + 0.1·L_SFT on BSAFE+ rows
   dpo               DPO on (safe, unsafe) recipe pairs
   dpo+ogpsa         the same with OGPSA (arith, recomputed every 5 steps)
+OGPSA arms project with --ogpsa-mode (project: remove the capability component whatever its sign;
+threshold: only when it conflicts).
 Evaluation (trainers/safety_eval.py, greedy, held-out): violation rate on plain prompts (greedy
 and one T=1 sample), under a prefill attack, backtrack and over-trigger rates, task accuracy on the
 safety prompts and on clean arith prompts (the alignment tax is the drop from `start`).
@@ -84,7 +86,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
                        model=base, out=work / "start").checkpoint  # fmt: skip
     store.write("sft_samples", build(safe_responses(store, "gold"), load_tokenizer(start), BsafeConfig(seed=seed)))
     store.write("preferences", from_violations(safe_responses(store, "gold"), seed=seed))
-    ogpsa = {"ogpsa_ref_sets": "arith", "ogpsa_samples": 64}
+    ogpsa = {"ogpsa_ref_sets": "arith", "ogpsa_samples": 64, "ogpsa_mode": args.ogpsa_mode}
     sft = {"steps": args.sft_steps, "batch_size": 32, "lr": 5e-4, "source": "bsafe", "seed": seed, **threads}
     dpo = {"steps": args.dpo_steps, "batch_size": 16, "lr": args.dpo_lr, "beta": 0.1, "seed": seed, **threads}
     models: dict[str, Path] = {"start": start}
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--rl-lr", type=float, default=2e-5)
     parser.add_argument("--dpo-steps", type=int, default=60)
     parser.add_argument("--dpo-lr", type=float, default=2e-5)
+    parser.add_argument("--ogpsa-mode", choices=("project", "threshold"), default="project")
     parser.add_argument("--heldout", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write the per-seed results here")
