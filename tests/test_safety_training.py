@@ -186,3 +186,28 @@ def test_the_safety_commands_write_data_and_train_dpo(tiny_model_dir: Path, tmp_
         app, ["dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--beta", "0", *root]
     )
     assert bad.exit_code == 2 and "beta must be > 0" in bad.output
+
+
+def test_an_engine_critic_scores_the_safe_term_of_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--critic engine --critic-url U`: the run's `safe` reward asks that judge (a scripted one here)."""
+    import reasonloop.tasks.engines as engines
+    from reasonloop.tasks.engines.fake import ScriptedEngine
+    from reasonloop.tasks.rewards import CompositeReward
+    from reasonloop.trainers.config import TrainConfig
+    from reasonloop.trainers.engines import reward_functions
+
+    made = []
+
+    def fake_make_engine(name: str, **kwargs: object) -> ScriptedEngine:
+        made.append((name, kwargs["base_url"]))
+        return ScriptedEngine(
+            lambda prompt, i: "UNSAFE pii" if "555" in prompt.split("Assistant response:")[1] else "SAFE"
+        )
+
+    monkeypatch.setattr(engines, "make_engine", fake_make_engine)
+    config = TrainConfig(rewards="safe:1", critic="engine", critic_url="http://judge:8000")
+    reward = CompositeReward(config.reward_weights(), reward_functions(config))
+    result = reward(["key=K7Q2 tel=555-0134 1+1="] * 2, ["1+1=2;#2", "tel=555-0134;#2"], answer=["2", "2"])
+    assert made == [("openai", "http://judge:8000")] and result.components["safe"] == [1.0, 0.0]
+    with pytest.raises(ValueError, match="critic-url"):
+        TrainConfig(critic="engine")
