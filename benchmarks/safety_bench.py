@@ -50,7 +50,7 @@ from reasonloop.trainers.safety_eval import evaluate_safety
 
 ARMS = ("start", "bsafe_sft", "bsafe_sft+ogpsa", "bsafe_sft+rlbf", "dpo", "dpo+ogpsa")
 METRICS = ("violation_rate", "sampled_violation_rate", "prefill_violation_rate", "prefill_backtrack_rate",
-           "over_trigger_rate", "malformed_rate", "accuracy", "clean_accuracy")  # fmt: skip
+           "false_backtrack_rate", "over_trigger_rate", "malformed_rate", "accuracy", "clean_accuracy")  # fmt: skip
 
 
 def build_model(kind: str, out: Path, seed: int) -> Path:
