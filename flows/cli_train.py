@@ -137,9 +137,12 @@ def rollout_worker(
 
 @with_config_options(DPOConfig)
 def dpo(
-    model: Annotated[str, typer.Option(help="Model to train (folder or HF id); also the DPO reference.")],
-    out: Annotated[Path, typer.Option(help="Folder for the trained model.")],
+    out: Annotated[Path, typer.Option(help="Folder for the trained model (resume points in <out>/checkpoints).")],
+    model: Annotated[
+        str, typer.Option(help="Model to train (folder or HF id), also the reference; not with --resume.")
+    ] = "",
     run_id: Annotated[str, typer.Option(help="run_id of the checkpoint and metrics rows.")] = "dpo",
+    resume: Annotated[bool, typer.Option(help="Continue from the newest resume point in <out>/checkpoints.")] = False,
     root: RootOption = None,
     **config: Any,
 ) -> None:
@@ -150,8 +153,8 @@ def dpo(
 
     try:
         cfg = DPOConfig(**_split_config(DPOConfig, config))
-        result = run_dpo_to(ReplayStore(root), cfg, model=model, out=out, run_id=run_id)
-    except ValueError as exc:
+        result = run_dpo_to(ReplayStore(root), cfg, model=model, out=out, run_id=run_id, resume=resume)
+    except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(

@@ -211,3 +211,34 @@ def test_an_engine_critic_scores_the_safe_term_of_a_run(monkeypatch: pytest.Monk
     assert made == [("openai", "http://judge:8000")] and result.components["safe"] == [1.0, 0.0]
     with pytest.raises(ValueError, match="critic-url"):
         TrainConfig(critic="engine")
+
+
+def test_a_resumed_dpo_run_ends_where_an_uninterrupted_one_does(base_model: Path, tmp_path: Path) -> None:
+    """save_every -> a resume point; --resume trains the remaining steps on the same pairs, against
+    the initial weights as reference, to the same weights as a run that never stopped."""
+    from reasonloop.flows.safety import safe_responses
+    from reasonloop.tasks.recipes.preferences import from_violations
+    from reasonloop.trainers.config import DPOConfig
+    from reasonloop.trainers.policy import load_policy
+    from reasonloop.trainers.run import run_dpo_to
+
+    store = safety_store(tmp_path / "store", n=80)
+    store.write("preferences", from_violations(safe_responses(store, "gold")))
+    config = DPOConfig(steps=4, batch_size=4, lr=1e-3, save_every=2, dtype="float32", seed=3)
+    whole = run_dpo_to(store, config, model=base_model, out=tmp_path / "whole", run_id="whole")
+
+    def crash(record: dict) -> None:
+        if record["step"] == 3:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_dpo_to(store, config, model=base_model, out=tmp_path / "parts", run_id="parts", on_step=crash)
+    with pytest.raises(FileNotFoundError):
+        run_dpo_to(store, config, out=tmp_path / "nowhere", resume=True)
+    resumed = run_dpo_to(store, config, out=tmp_path / "parts", run_id="parts", resume=True)
+    assert resumed.steps == 4
+    a = load_policy(whole.checkpoint, config).model.state_dict()
+    b = load_policy(resumed.checkpoint, config).model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    steps = store.query("SELECT step FROM train_metrics WHERE run_id = 'parts' ORDER BY step").column("step")
+    assert steps.to_pylist() == [1, 2, 3, 4], "metrics up to the resume point survive the crash, none repeat"

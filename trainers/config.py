@@ -293,6 +293,7 @@ class DPOConfig(OfflineOptions):
     lr: float = opt(1e-6, "AdamW learning rate (TRL's DPO default; the tiny demo models want ~1e-5).")
     warmup_steps: int = opt(0, "Linear warm-up steps, then cosine decay to 10%.")
     source: str = opt("", "Train on preferences of this source only (default: all).")
+    save_every: int = opt(0, "Also write a resume point every N steps (<out>/checkpoints); 0: only the final model.")
     beta: float = opt(0.1, "DPO β: the strength of the implicit KL to the reference (TRL's default 0.1).")
     loss_type: str = opt("sigmoid", "sigmoid (DPO) | ipo.")
 

@@ -5,7 +5,11 @@
     rewards/chosen = β (log π(c) − log π_ref(c)), rewards/rejected likewise, accuracy = chosen > rejected
 
 The reference is the starting policy, and its log-probabilities are computed once for every pair
-before the first step (TRL's `precompute_ref_log_probs`): no second model stays in memory. Pairs
+before the first step (TRL's `precompute_ref_log_probs`): no second model stays in memory; a
+resumed run computes them from its initial weights again (`reference_model`). Each step's pairs
+are drawn with a seed derived from (seed, step), so a resumed run trains on what an uninterrupted
+one would have (OGPSA's directions are recomputed at the first resumed step, so with OGPSA a
+resume is close to, not bit-equal to, a run without one). Pairs
 are encoded as SFT samples are (tasks/prompts.py: chat template for pairs with a chat prompt), the
 response's tokens and EOS scored; the loss is the mean over the step's pairs.
 """
@@ -23,7 +27,7 @@ from reasonloop.tasks.models.precision import compute_in, pad_token_id
 from reasonloop.trainers.config import DPOConfig
 from reasonloop.trainers.logprobs import completion_logprobs
 from reasonloop.trainers.sft import Encoded, encode_sample, optimizer_for, truncate
-from reasonloop.trainers.step_utils import split_indices
+from reasonloop.trainers.step_utils import derive_seed, split_indices
 
 
 def dpo_loss(
@@ -55,6 +59,19 @@ def sequence_logprobs(
     return (scored.logprobs * (keep & scored.mask)).sum(-1)
 
 
+def reference_logprobs(
+    model: Any, encoded: Sequence[tuple[Encoded, Encoded]], pad_id: int, compute_dtype: torch.dtype | None, batch: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(chosen, rejected) sequence log-probabilities of every pair under `model`, a batch at a time."""
+    out: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        for lo in range(0, len(encoded), batch):
+            rows = encoded[lo : lo + batch]
+            logps = sequence_logprobs(model, [c for c, _ in rows] + [r for _, r in rows], pad_id, compute_dtype)
+            out += list(zip(logps[: len(rows)], logps[len(rows) :], strict=True))
+    return out
+
+
 def encode_pair(tokenizer: Any, pair: dict, chat_template: str, max_length: int) -> tuple[Encoded, Encoded]:
     def one(response: str) -> Encoded:
         sample = {"prompt": pair["prompt"], "messages": pair.get("messages"), "target": response}
@@ -66,9 +83,14 @@ def encode_pair(tokenizer: Any, pair: dict, chat_template: str, max_length: int)
 def run_dpo(
     config: DPOConfig, *, model: Any, tokenizer: Any, pairs: Sequence[dict], log: Callable[[dict], None] | None = None,
     compute_dtype: torch.dtype | None = None, reference_sets: Sequence[Sequence[dict]] = (),
+    reference_model: Any = None, resume: Callable[[Any, Any], int] | None = None,
+    save: Callable[[int, Any, Any], None] | None = None,
 ) -> list[dict]:  # fmt: skip
     """Train on preference pairs (dicts with prompt, chosen, rejected); per-step metrics with TRL's
-    names (rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins)."""
+    names (rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins).
+    `reference_model`: the reference when it is not `model` as given (a resumed run's initial
+    weights); `resume(optimizer, scheduler)` loads their states and returns the steps done;
+    `save(step, optimizer, scheduler)` is called every `save_every` steps."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     if not pairs:
@@ -76,23 +98,19 @@ def run_dpo(
     encoded = [encode_pair(tokenizer, p, config.chat_template, config.max_length) for p in pairs]
     pad_id = pad_token_id(tokenizer, model)
     model.eval()
-    reference: list[tuple[torch.Tensor, torch.Tensor]] = []
-    with torch.no_grad():  # the reference: the starting weights, once per pair, a batch at a time
-        for lo in range(0, len(encoded), config.batch_size):
-            rows = encoded[lo : lo + config.batch_size]
-            logps = sequence_logprobs(model, [c for c, _ in rows] + [r for _, r in rows], pad_id, compute_dtype)
-            reference += list(zip(logps[: len(rows)], logps[len(rows) :], strict=True))
+    reference = reference_logprobs(reference_model or model, encoded, pad_id, compute_dtype, config.batch_size)
     trainable, optimizer, scheduler, ogpsa = optimizer_for(
         config, model, tokenizer, reference_sets, pad_id=pad_id, compute_dtype=compute_dtype
     )
-    rng = random.Random(config.seed)
+    done = resume(optimizer, scheduler) if resume else 0
     history = []
     model.train()
-    for step in range(1, config.steps + 1):
+    for step in range(done + 1, config.steps + 1):
+        rng = random.Random(derive_seed(config.seed, step, "dpo"))
         batch = [rng.randrange(len(encoded)) for _ in range(config.batch_size)]
         optimizer.zero_grad(set_to_none=True)
         if ogpsa is not None:
-            ogpsa.maybe_refresh(step)
+            ogpsa.maybe_refresh(step, force=step == done + 1)
         totals = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "accuracy": 0.0}
         for micro in split_indices(batch, config.grad_accum):
             rows = [encoded[i] for i in micro]
@@ -121,5 +139,7 @@ def run_dpo(
         history.append(record)
         if log:
             log(record)
+        if save and config.save_every and step % config.save_every == 0 and step < config.steps:
+            save(step, optimizer, scheduler)
     model.eval()
     return history

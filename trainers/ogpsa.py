@@ -79,10 +79,10 @@ class OGPSA:
         if self.every < 1 or not self.reference_backward:
             raise ValueError("ogpsa needs every >= 1 and at least one reference set")
 
-    def maybe_refresh(self, step: int) -> bool:
-        """Recompute the bases at step 1 and every `every` steps after (call before the step's own
-        backward: it uses and then clears `.grad`)."""
-        if (step - 1) % self.every:
+    def maybe_refresh(self, step: int, force: bool = False) -> bool:
+        """Recompute the bases at step 1 and every `every` steps after, or when `force`d (a resumed
+        run's first step). Call before the step's own backward: it uses and then clears `.grad`."""
+        if (step - 1) % self.every and not force:
             return False
         per_set: list[dict[str, torch.Tensor]] = []
         for backward in self.reference_backward:

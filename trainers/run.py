@@ -100,28 +100,75 @@ def run_sft_to(
 
 
 def run_dpo_to(
-    store: ReplayStore, config: DPOConfig, *, model: str | Path, out: Path, run_id: str = "dpo",
-    on_step: Callable[[dict], None] | None = None,
+    store: ReplayStore, config: DPOConfig, *, model: str | Path = "", out: Path, run_id: str = "dpo",
+    on_step: Callable[[dict], None] | None = None, resume: bool = False,
 ) -> RunResult:  # fmt: skip
     """DPO (trainers/dpo.py) on the store's `preferences` (split/source from the config), saved and
-    registered as an SFT run is; OGPSA with `ogpsa_ref_sets`."""
+    registered as an SFT run is; OGPSA with `ogpsa_ref_sets`. Resume points (`save_every`) go to
+    <out>/checkpoints; `resume` continues from the newest (its config wins, except `steps`), with
+    the run's initial weights as the reference."""
+    from dataclasses import asdict
+
     from reasonloop.storage.samplers import split_filter
+    from reasonloop.trainers.checkpoint import CheckpointMeta, load_states, save_checkpoint
     from reasonloop.trainers.dpo import run_dpo
     from reasonloop.trainers.policy import load_policy
 
+    checkpoints = Path(out) / "checkpoints"
+    checkpoint = latest_checkpoint(checkpoints) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints}")
+    initial = str(Path(model).resolve()) if model and Path(model).exists() else str(model)
+    if checkpoint is not None:
+        meta = load_meta(checkpoint)
+        config = DPOConfig(**{**meta.config, "steps": config.steps})
+        initial, model = meta.state["initial_model"], checkpoint
+    if not model:
+        raise ValueError("a model is required (or resume)")
     where, params = split_filter(config.split, config.source)
     pairs = store.query(f"SELECT prompt, chosen, rejected FROM preferences WHERE {where} ORDER BY id", params)
     policy = load_policy(model, config)
-    history = run_dpo(
-        config, model=policy.model, tokenizer=policy.tokenizer, pairs=pairs.to_pylist(), log=on_step,
-        compute_dtype=policy.compute_dtype, reference_sets=reference_sets(store, config),
+
+    history: list[dict] = []
+    written = 0
+
+    def log(record: dict) -> None:
+        history.append(record)
+        if on_step:
+            on_step(record)
+
+    def save(step: int, optimizer: Any, scheduler: Any) -> None:
+        nonlocal written
+        meta = CheckpointMeta(run_id, step, asdict(config), {"table": "preferences"}, None, {"initial_model": initial})
+        path = save_checkpoint(checkpoints, meta, policy.model, policy.tokenizer, optimizer, scheduler)
+        store.write("checkpoints", [{"step": step, "path": str(path.resolve()), "kind": "full"}], run_id=run_id,
+                    producer="dpo")  # fmt: skip
+        _write_metrics(store, run_id, "dpo", history[written:])  # the metrics up to a resume point survive a crash
+        written = len(history)
+
+    def restore(optimizer: Any, scheduler: Any) -> int:
+        load_states(checkpoint, optimizer, scheduler)
+        return load_meta(checkpoint).step
+
+    run_dpo(
+        config, model=policy.model, tokenizer=policy.tokenizer, pairs=pairs.to_pylist(), log=log,
+        compute_dtype=policy.compute_dtype, reference_sets=reference_sets(store, config), save=save,
+        reference_model=load_policy(initial, config).model if checkpoint is not None else None,
+        resume=restore if checkpoint is not None else None,
     )  # fmt: skip
-    return _save_run(store, policy, out, run_id, "dpo", history, {"pairs": float(pairs.num_rows)})
+    return _save_run(store, policy, out, run_id, "dpo", history, {"pairs": float(pairs.num_rows)}, written)
+
+
+def _write_metrics(store: ReplayStore, run_id: str, producer: str, history: list[dict]) -> None:
+    rows = [{"step": h["step"], "loss": h["loss"], "metrics": {k: v for k, v in h.items() if k not in ("step", "loss")}}
+            for h in history]  # fmt: skip
+    store.write("train_metrics", rows, run_id=run_id, producer=producer)
 
 
 def _save_run(
-    store: ReplayStore, policy: Any, out: Path, run_id: str, producer: str, history: list[dict], extra: dict
-) -> RunResult:
+    store: ReplayStore, policy: Any, out: Path, run_id: str, producer: str, history: list[dict], extra: dict,
+    written: int = 0,
+) -> RunResult:  # fmt: skip
     """Save the weights (a LoRA run: its adapter) and tokenizer, register the checkpoint, and write
     the per-step metrics to `train_metrics`."""
     from reasonloop.trainers.policy import save_weights
@@ -129,17 +176,15 @@ def _save_run(
     out = Path(out)
     save_weights(policy.model, out, merged=False)
     policy.tokenizer.save_pretrained(out)
-    steps = len(history)
+    steps = history[-1]["step"] if history else 0
     store.write(
         "checkpoints",
         [{"step": steps, "path": str(out.resolve()), "kind": "weights"}],
         run_id=run_id,
         producer=producer,
     )
-    rows = [{"step": h["step"], "loss": h["loss"], "metrics": {k: v for k, v in h.items() if k not in ("step", "loss")}}
-            for h in history]  # fmt: skip
-    store.write("train_metrics", rows, run_id=run_id, producer=producer)
-    return RunResult(out, steps, 0, {"loss": history[-1]["loss"], **extra})
+    _write_metrics(store, run_id, producer, history[written:])  # `written`: already written at resume points
+    return RunResult(out, steps, 0, {"loss": history[-1]["loss"] if history else float("nan"), **extra})
 
 
 def reference_sets(store: ReplayStore, config: OfflineOptions) -> list[list[dict]]:
