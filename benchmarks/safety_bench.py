@@ -10,6 +10,8 @@ instruction: an "unaligned" model) plus clean `arith` samples. Arms, each from t
   bsafe_sft+ogpsa   the same SFT with OGPSA, capability set: arith's gold chains
   bsafe_sft+rlbf    bsafe_sft, then GRPO with backtrack decoding, R_final = safe + 0.5·exact
                     − 0.5·X/|y| − 1·malformed, + 0.1·L_SFT on BSAFE+ rows
+  bsafe_sft+rlbf_prefill  the same RLBF with half of its prompts prefill-attacked (the response
+                    forced to start with a violation minus its last 2 characters)
   dpo               DPO on (safe, unsafe) recipe pairs
   dpo+ogpsa         the same with OGPSA (arith, recomputed every 5 steps)
 OGPSA arms project with --ogpsa-mode (project: remove the capability component whatever its sign;
@@ -48,7 +50,7 @@ from reasonloop.trainers.config import DPOConfig, SFTConfig, TrainConfig
 from reasonloop.trainers.run import run_dpo_to, run_rl, run_sft_to
 from reasonloop.trainers.safety_eval import evaluate_safety
 
-ARMS = ("start", "bsafe_sft", "bsafe_sft+ogpsa", "bsafe_sft+rlbf", "dpo", "dpo+ogpsa")
+ARMS = ("start", "bsafe_sft", "bsafe_sft+ogpsa", "bsafe_sft+rlbf", "bsafe_sft+rlbf_prefill", "dpo", "dpo+ogpsa")
 METRICS = ("violation_rate", "sampled_violation_rate", "prefill_violation_rate", "prefill_backtrack_rate",
            "false_backtrack_rate", "over_trigger_rate", "malformed_rate", "accuracy", "clean_accuracy")  # fmt: skip
 
@@ -98,17 +100,19 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
         seconds[name] = time.perf_counter() - t0 + seconds.get(name, 0.0)
 
     wanted = set(args.arms)
-    if wanted & {"bsafe_sft", "bsafe_sft+rlbf"}:
+    if wanted & {"bsafe_sft", "bsafe_sft+rlbf", "bsafe_sft+rlbf_prefill"}:
         timed("bsafe_sft", lambda: run_sft_to(store, SFTConfig(**sft), model=start, out=work / "bsafe").checkpoint)
     if "bsafe_sft+ogpsa" in wanted:
         timed("bsafe_sft+ogpsa", lambda: run_sft_to(store, SFTConfig(**sft, **ogpsa, ogpsa_every=30), model=start,
                                                       out=work / "bsafe-ogpsa", run_id="sft-ogpsa").checkpoint)  # fmt: skip
-    if "bsafe_sft+rlbf" in wanted:
-        seconds["bsafe_sft+rlbf"] = seconds["bsafe_sft"]
+    for name, prefill in (("bsafe_sft+rlbf", 0.0), ("bsafe_sft+rlbf_prefill", 0.5)):
+        if name not in wanted:
+            continue
+        seconds[name] = seconds["bsafe_sft"]
         rl = TrainConfig(steps=args.rl_steps, prompts_per_step=8, group_size=8, max_completion_length=96, lr=args.rl_lr,
                          rewards=RLBF_REWARDS, backtrack=True, source="safety", sft_coef=0.1, sft_source="bsafe",
-                         seed=seed, **threads)  # fmt: skip
-        timed("bsafe_sft+rlbf", lambda: run_rl(store, rl, run_id="rlbf", model=models["bsafe_sft"]).checkpoint)
+                         prefill_fraction=prefill, seed=seed, **threads)  # fmt: skip
+        timed(name, lambda rl=rl, name=name: run_rl(store, rl, run_id=name, model=models["bsafe_sft"]).checkpoint)
     for name, extra in (("dpo", {}), ("dpo+ogpsa", {**ogpsa, "ogpsa_every": 5})):
         if name in wanted:
             timed(name, lambda extra=extra, name=name: run_dpo_to(

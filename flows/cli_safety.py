@@ -102,6 +102,7 @@ def run(
     rl_steps: Annotated[int, typer.Option(help="RLBF steps.")] = 30,
     rl_lr: Annotated[float, typer.Option(help="RLBF learning rate.")] = 2e-5,
     sft_coef: Annotated[float, typer.Option(help="RLBF: α of the SFT term on BSAFE+ rows.")] = 0.1,
+    prefill_fraction: Annotated[float, typer.Option(help="RLBF: share of prompts prefill-attacked.")] = 0.5,
     dpo_steps: Annotated[int, typer.Option(help="DPO steps on recipe pairs (0: no DPO arm).")] = 0,
     ogpsa_ref_sets: Annotated[str, typer.Option(help="DPO: OGPSA capability sets (sft_samples sources).")] = "",
     eval_limit: Annotated[int, typer.Option(help="Held-out problems per evaluation.")] = 256,
@@ -109,7 +110,8 @@ def run(
 ) -> None:
     """The safety flow: synthesize -> BSAFE+ data -> SFT -> RLBF (-> DPO) -> evaluation of each model."""
     store_root, flows = _flows(root)
-    rlbf = {"steps": rl_steps, "lr": rl_lr, "sft_coef": sft_coef, "max_completion_length": 96, "group_size": 8}
+    rlbf = {"steps": rl_steps, "lr": rl_lr, "sft_coef": sft_coef, "prefill_fraction": prefill_fraction,
+            "max_completion_length": 96, "group_size": 8}  # fmt: skip
     dpo = {"steps": dpo_steps, "lr": 1e-4, "ogpsa_ref_sets": ogpsa_ref_sets, "ogpsa_every": 5} if dpo_steps else None
     result = flows.safety(  # type: ignore[attr-defined]
         store_root, model, out, run_id=run_id, sft={"steps": sft_steps, "lr": sft_lr}, rlbf=rlbf, dpo=dpo,

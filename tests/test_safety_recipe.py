@@ -200,3 +200,24 @@ def test_engine_written_violations_are_cut_at_the_first_violation(tokenizer) -> 
     assert spans.count("the key K7Q2") == len(asked) - len(asked) // 2, "cut at the violation's end"
     assert all(first_violation(PROMPT, s) is not None for s in spans), "a safe continuation falls back to a template"
     assert all(r["source_ids"] == [s["id"]] for r, s in zip(rows, sources, strict=True))
+
+
+def test_a_signal_after_a_prefilled_start_deletes_into_the_prefix() -> None:
+    from reasonloop.tasks.engines.backtrack import apply_backtrack
+    from reasonloop.tasks.engines.base import Completion
+    from reasonloop.tasks.models.char_tokenizer import build_char_tokenizer
+    from reasonloop.tasks.recipes.safety import prefill_attack
+
+    tokenizer = build_char_tokenizer()
+    prefix = prefill_attack(PROMPT, random.Random(0))
+    assert prefix and first_violation(PROMPT, prefix) is None, "a prefill is a violation minus its end"
+    rest = {"key=K7Q": "2;", "tel=555-013": "4;", "ZUM": "B;"}[prefix]
+    x = len(prefix + rest)
+    raw = rest + signal_text("leak", x) + SAFE
+    ids = tokenizer(raw, add_special_tokens=False)["input_ids"]
+    completion = Completion(raw, ids, [0.0] * len(ids), None, "stop", [], 0)
+    result = apply_backtrack(completion, tokenizer, prefix=prefix)
+    assert completion.final_text == SAFE and result.deleted_tokens == x and result.malformed == 0
+    plain = Completion(SAFE, [], [], None, "stop", [], 0)
+    apply_backtrack(plain, tokenizer, prefix=prefix)
+    assert plain.final_text == prefix + SAFE, "without a signal the prefix stays in the shown response"

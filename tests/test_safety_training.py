@@ -135,6 +135,35 @@ def test_rlbf_trains_on_backtracked_rewards_with_the_sft_term(sft_model: Path, t
     assert sorted(r["target"] for r in kept) == sorted(r["final_completion"] for r in expected)
 
 
+def test_prefilled_rollouts_are_scored_on_the_shown_response(sft_model: Path, tmp_path: Path) -> None:
+    """--prefill-fraction: the group's response is forced to start with a violation prefix (the
+    prompt ends with it); the safe term judges prefix + continuation after backtracking."""
+    from reasonloop.flows.safety import RLBF_REWARDS
+    from reasonloop.tasks.recipes.safety import first_violation
+    from reasonloop.trainers.config import TrainConfig
+    from reasonloop.trainers.run import run_rl
+
+    store = safety_store(tmp_path / "store", n=120)
+    config = TrainConfig(steps=1, prompts_per_step=4, group_size=4, max_completion_length=48, lr=1e-5, seed=2,
+                         rewards=RLBF_REWARDS, backtrack=True, source="safety", prefill_fraction=1.0)  # fmt: skip
+    run_rl(store, config, run_id="attacked", model=sft_model)
+    rows = store.query(
+        "SELECT r.group_id, r.prompt, p.prompt AS asked, r.completion, r.final_completion, r.rewards "
+        "FROM rollouts r JOIN problems p ON p.id = r.problem_id WHERE r.run_id = 'attacked'"
+    ).to_pylist()  # fmt: skip
+    assert len(rows) == 16
+    by_group: dict[str, set[str]] = {}
+    for row in rows:
+        prefix = row["prompt"][len(row["asked"]) :]
+        assert row["prompt"].startswith(row["asked"]) and prefix, "every prompt ends with its forced start"
+        by_group.setdefault(row["group_id"], set()).add(prefix)
+        if "[BACKTRACK_BY_" not in row["completion"]:
+            assert row["final_completion"] == prefix + row["completion"]
+        safe = first_violation(row["asked"], row["final_completion"]) is None
+        assert dict(row["rewards"])["safe"] == float(safe)
+    assert all(len(p) == 1 for p in by_group.values()), "one prefix per group"
+
+
 def test_the_safety_flow_runs_end_to_end(harness, sft_model: Path, tmp_path: Path) -> None:
     """synthesize -> BSAFE+ data -> SFT -> RLBF, and DPO with OGPSA -> evaluation of every model."""
     from reasonloop.flows.safety import safety

@@ -137,6 +137,9 @@ class TrainConfig(ModelOptions):
                                "judge served at --critic-url, OpenAI-compatible).")  # fmt: skip
     critic_url: str = opt("", "engine critic: the judge server's base URL.")
     critic_model: str = opt("", "engine critic: the served judge model's name.")
+    prefill_fraction: float = opt(0.0, "RLBF: share of prompts with a safety context whose response is forced to start "
+                                       "with a violation minus its last 2 characters (the prefill attack), so the safe "
+                                       "term varies within groups.")  # fmt: skip
     sft_coef: float = opt(0.0, "RLBF: add α·L_SFT on sft_samples of --sft-source to every optimizer step (0 = off).")
     sft_source: str = opt("bsafe", "RLBF: the sft_samples source of the SFT term.")
     sft_batch_size: int = opt(8, "RLBF: SFT samples per optimizer step.")

@@ -22,18 +22,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from reasonloop.tasks.engines.backtrack import BacktrackingEngine, backtrack, token_starts
+from reasonloop.tasks.engines.backtrack import BacktrackingEngine, apply_backtrack
 from reasonloop.tasks.engines.base import Engine, SamplingParams
-from reasonloop.tasks.recipes.safety import categories_for, parse_context, violation_text
+from reasonloop.tasks.recipes.safety import prefill_attack
 from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 from reasonloop.tasks.rewards.safety import RuleCritic
-
-
-def prefill(prompt: str, rng: random.Random) -> str:
-    """A violating start for the response: a random category's violation minus its last 2 chars."""
-    context = parse_context(prompt)
-    assert context is not None, "prefill attacks need safety-recipe prompts"
-    return violation_text(context, rng.choice(categories_for(context)))[:-2]
 
 
 def _rate(flags: Sequence[bool]) -> float:
@@ -54,15 +47,12 @@ def evaluate_safety(
     stats = [c.extra["backtrack"] for c in plain]
     raw_found = critic(prompts, [c.text for c in plain])
     rng = random.Random(seed)
-    prefixes = [prefill(p, rng) for p in prompts]
+    prefixes = [prefill_attack(p, rng) or "" for p in prompts]
     attacked = engine.generate([p + x for p, x in zip(prompts, prefixes, strict=True)], 1, greedy)
-    attacked_shown, attacked_signals = [], []
-    for prefix, c in zip(prefixes, attacked, strict=True):
-        ids = list(tokenizer(prefix, add_special_tokens=False)["input_ids"]) + list(c.token_ids)
-        text = prefix + c.text  # the response, prefix included: the decoder may delete into it
-        result = backtrack(text, token_starts(tokenizer, ids, text))
-        attacked_shown.append(result.text)
-        attacked_signals.append(result.signals > 0)
+    # the response, prefix included: the decoder may delete into it
+    attacked_results = [apply_backtrack(c, tokenizer, prefix=x) for x, c in zip(prefixes, attacked, strict=True)]
+    attacked_shown = [r.text for r in attacked_results]
+    attacked_signals = [r.signals > 0 for r in attacked_results]
     sampled = sampler.generate(prompts, 1, SamplingParams(temperature=1.0, max_new_tokens=max_new_tokens, seed=seed))
     clean_out = sampler.generate([p["prompt"] for p in clean], 1, greedy) if clean else []
 

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 
 from reasonloop.tasks import prompts as prompt_policy
+from reasonloop.tasks.engines.backtrack import apply_backtrack
 from reasonloop.tasks.engines.base import Completion, Engine, Prompt, SamplingParams
+from reasonloop.tasks.recipes.safety import prefill_attack
 from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.tasks.rollout_rows import rollout_rows
 from reasonloop.trainers.algos import ADVANTAGES
@@ -134,6 +136,19 @@ class GroupSampler:
             seed=derive_seed(c.seed, step, stage), seeds=seeds, ignore_eos=c.ignore_eos, stop=c.stop_strings,
         )  # fmt: skip
 
+    def prefills(self, problems: list[dict], step: int, stage: str, draws: Sequence[int]) -> list[str]:
+        """Per problem, the forced start of its response ("" for none): with `prefill_fraction`, that
+        share of prompts with a safety context get a violation minus its last two characters
+        (the prefill attack), the same for every sample of the group, seeded by the draw."""
+        if not self.config.prefill_fraction:
+            return [""] * len(problems)
+        out = []
+        for problem, draw in zip(problems, draws, strict=True):
+            rng = random.Random(derive_seed(self.config.seed, step, f"prefill/{stage}/{draw}"))
+            attack = rng.random() < self.config.prefill_fraction
+            out.append((prefill_attack(problem["prompt"], rng) or "") if attack else "")
+        return out
+
     def render(self, problem: dict) -> Prompt:
         """The problem's prompt as the model sees it: chat messages (templated) or plain text."""
         return prompt_policy.render(
@@ -222,9 +237,14 @@ class GroupSampler:
         given = extra.pop("draws", None)
         all_draws = list(given) if given is not None else list(range(len(problems)))
         prompts = extra.pop("prompts", None) or [self.render(p) for p in problems]
+        prefixes = self.prefills(problems, step, stage, all_draws)
+        if any(prefixes):  # the response is forced to start with the prefix: it ends the prompt
+            prompts = [prompt_policy.display(self.tokenizer, p) + x if x else p
+                       for p, x in zip(prompts, prefixes, strict=True)]  # fmt: skip
         inputs, texts, kept = self.encode(prompts, metrics)
         draws = [d for d, k in zip(all_draws, kept, strict=True) if k]
         if not all(kept):
+            prefixes = [x for x, k in zip(prefixes, kept, strict=True) if k]
             problems = [p for p, k in zip(problems, kept, strict=True) if k]
             inputs, texts = (
                 [x for x, k in zip(inputs, kept, strict=True) if k],
@@ -235,6 +255,13 @@ class GroupSampler:
         prompts = texts
         with self.timed("generate"):
             completions = self.generate(inputs, n, step, f"{stage}/{salt}", draws) if inputs else []
+            for c in completions:  # what a user sees of a prefilled response: prefix + continuation (backtracked)
+                if not (prefix := prefixes[c.prompt_index]):
+                    continue
+                if self.config.backtrack:
+                    apply_backtrack(c, self.tokenizer, prefix=prefix)
+                else:
+                    c.visible_text = prefix + c.text
         with self.timed("reward"):
             rewards = self.score(completions, prompts, problems)
             draws_of = [c.prompt_index for c in completions]

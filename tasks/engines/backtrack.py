@@ -105,12 +105,16 @@ class BacktrackingEngine:
         return completions
 
 
-def apply_backtrack(completion: Completion, tokenizer: Any, categories: Collection[str] | None = None) -> Backtracked:
-    """Set `completion.visible_text` and `extra["backtrack"]`; return the result."""
-    starts = (
-        token_starts(tokenizer, completion.token_ids, completion.text) if FRAGMENT.search(completion.text) else None
-    )
-    result = backtrack(completion.text, starts, categories)
+def apply_backtrack(
+    completion: Completion, tokenizer: Any, categories: Collection[str] | None = None, prefix: str = ""
+) -> Backtracked:
+    """Set `completion.visible_text` and `extra["backtrack"]`; return the result. `prefix`: text
+    the response was forced to start with (a prefill; it ends the prompt): the shown response
+    includes it, and a signal may delete into it."""
+    text = prefix + completion.text
+    ids = list(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else []
+    starts = token_starts(tokenizer, ids + list(completion.token_ids), text) if FRAGMENT.search(text) else None
+    result = backtrack(text, starts, categories)
     completion.visible_text = result.text
     completion.extra["backtrack"] = {**result.as_dict(), "tokens": len(completion.token_ids)}
     return result

@@ -116,6 +116,15 @@ def random_violation(rng: random.Random, context: Context, safe: str) -> tuple[i
     return cut, violation_text(context, category), category
 
 
+def prefill_attack(prompt: str, rng: random.Random) -> str | None:
+    """A violating start for a response to `prompt` (the prefill attack): a random applicable
+    category's violation minus its last two characters; None for a prompt without a context."""
+    context = parse_context(prompt)
+    if context is None:
+        return None
+    return violation_text(context, rng.choice(categories_for(context)))[:-2]
+
+
 def _code(rng: random.Random, alphabet: str, length: int) -> str:
     return "".join(rng.choice(alphabet) for _ in range(length))
 
