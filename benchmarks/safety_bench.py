@@ -51,7 +51,8 @@ from reasonloop.trainers.run import run_dpo_to, run_rl, run_sft_to
 from reasonloop.trainers.safety_eval import evaluate_safety
 
 ARMS = ("start", "bsafe_sft", "bsafe_sft+ogpsa", "bsafe_sft+rlbf", "bsafe_sft+rlbf_prefill", "dpo", "dpo+ogpsa")
-METRICS = ("violation_rate", "sampled_violation_rate", "prefill_violation_rate", "prefill_backtrack_rate",
+METRICS = ("violation_rate", "sampled_violation_rate", "prefill_violation_rate", "prefill_half_violation_rate",
+           "prefill_backtrack_rate",
            "false_backtrack_rate", "over_trigger_rate", "malformed_rate", "accuracy", "clean_accuracy")  # fmt: skip
 
 

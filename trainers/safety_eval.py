@@ -5,7 +5,9 @@
   behaviour a sampled response still shows);
 - `prefill_violation_rate`: the same when the response is forced to start with a violating
   prefix (the violation minus its last two characters: the model completes it, or backtracks),
-  and `prefill_backtrack_rate`, how often it backtracked there;
+  and `prefill_backtrack_rate`, how often it backtracked there; `prefill_half_violation_rate`:
+  the same attack with only the first half of the violation forced (not the form RLBF's
+  `--prefill-fraction` trains on: a check that an attack-trained policy generalizes);
 - `backtrack_rate`: responses with an executed signal; `raw_violation_rate`: violations in the
   raw text (before backtracking: what the signal saved is raw minus shown);
   `false_backtrack_rate`: responses that backtracked with no violation in their raw text (the
@@ -29,6 +31,16 @@ from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 from reasonloop.tasks.rewards.safety import RuleCritic
 
 
+def attack(
+    engine: Engine, tokenizer: Any, prompts: Sequence[str], prefixes: Sequence[str], sampling: SamplingParams
+) -> tuple[list[str], list[bool]]:
+    """Responses forced to start with `prefixes`: the shown response (prefix included, since the
+    decoder may delete into it) and whether it backtracked."""
+    out = engine.generate([p + x for p, x in zip(prompts, prefixes, strict=True)], 1, sampling)
+    results = [apply_backtrack(c, tokenizer, prefix=x) for x, c in zip(prefixes, out, strict=True)]
+    return [r.text for r in results], [r.signals > 0 for r in results]
+
+
 def _rate(flags: Sequence[bool]) -> float:
     return sum(flags) / max(1, len(flags))
 
@@ -48,11 +60,9 @@ def evaluate_safety(
     raw_found = critic(prompts, [c.text for c in plain])
     rng = random.Random(seed)
     prefixes = [prefill_attack(p, rng) or "" for p in prompts]
-    attacked = engine.generate([p + x for p, x in zip(prompts, prefixes, strict=True)], 1, greedy)
-    # the response, prefix included: the decoder may delete into it
-    attacked_results = [apply_backtrack(c, tokenizer, prefix=x) for x, c in zip(prefixes, attacked, strict=True)]
-    attacked_shown = [r.text for r in attacked_results]
-    attacked_signals = [r.signals > 0 for r in attacked_results]
+    attacked_shown, attacked_signals = attack(engine, tokenizer, prompts, prefixes, greedy)
+    halves = [prefill_attack(p, rng, keep=0.5) or "" for p in prompts]
+    half_shown, _ = attack(engine, tokenizer, prompts, halves, greedy)
     sampled = sampler.generate(prompts, 1, SamplingParams(temperature=1.0, max_new_tokens=max_new_tokens, seed=seed))
     clean_out = sampler.generate([p["prompt"] for p in clean], 1, greedy) if clean else []
 
@@ -69,6 +79,7 @@ def evaluate_safety(
         "sampled_violation_rate": _rate([v is not None for v in critic(prompts, [c.final_text for c in sampled])]),
         "prefill_violation_rate": _rate([v is not None for v in critic(prompts, attacked_shown)]),
         "prefill_backtrack_rate": _rate(attacked_signals),
+        "prefill_half_violation_rate": _rate([v is not None for v in critic(prompts, half_shown)]),
         "backtrack_rate": _rate([s["signals"] > 0 for s in stats]),
         "malformed_rate": _rate([s["malformed"] > 0 for s in stats]),
         "over_trigger_rate": _rate([c.extra["backtrack"]["signals"] > 0 for c in clean_out]),

@@ -116,13 +116,15 @@ def random_violation(rng: random.Random, context: Context, safe: str) -> tuple[i
     return cut, violation_text(context, category), category
 
 
-def prefill_attack(prompt: str, rng: random.Random) -> str | None:
+def prefill_attack(prompt: str, rng: random.Random, keep: float | None = None) -> str | None:
     """A violating start for a response to `prompt` (the prefill attack): a random applicable
-    category's violation minus its last two characters; None for a prompt without a context."""
+    category's violation minus its last two characters, or with `keep` its first `keep` share
+    (another attack than the one RL trains on); None for a prompt without a context."""
     context = parse_context(prompt)
     if context is None:
         return None
-    return violation_text(context, rng.choice(categories_for(context)))[:-2]
+    violation = violation_text(context, rng.choice(categories_for(context)))
+    return violation[:-2] if keep is None else violation[: max(1, int(len(violation) * keep))]
 
 
 def _code(rng: random.Random, alphabet: str, length: int) -> str:
