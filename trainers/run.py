@@ -43,18 +43,8 @@ def run_rl(
     from reasonloop.trainers.rl import RLTrainer
 
     out = output_dir or store.root / "checkpoints" / run_id
-    checkpoint = latest_checkpoint(out) if resume else None
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {out}")
-    # The run's starting weights: the KL term's reference, also after a resume.
-    initial = str(Path(model).resolve()) if model and Path(model).exists() else str(model)
-    if checkpoint is not None:
-        meta = load_meta(checkpoint)
-        config = TrainConfig(**{**meta.config, "steps": config.steps})
-        initial = meta.state.get("initial_model") or str(checkpoint)  # (checkpoints before it was recorded)
-        model = checkpoint
-    if not model:
-        raise ValueError("a model is required (or resume)")
+    # The run's starting weights (`initial`): the KL term's reference, also after a resume.
+    checkpoint, config, model, initial = resume_point(out, resume, config, model)
     dist = Dist.from_env(config.device)  # under torchrun: this rank (before loading: it picks the GPU)
     try:
         policy = load_policy(model, config)
@@ -75,6 +65,23 @@ def run_rl(
         return RunResult(path, trainer.step, trainer.generation_calls, metrics)
     finally:
         dist.close()
+
+
+def resume_point(out: Path, resume: bool, config: Any, model: str | Path) -> tuple[Path | None, Any, str | Path, str]:
+    """(the checkpoint to resume from or None, the config to run — a checkpoint's own, but for
+    `steps` —, the weights to load, the run's initial weights)."""
+    checkpoint = latest_checkpoint(out) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+    initial = str(Path(model).resolve()) if model and Path(model).exists() else str(model)
+    if checkpoint is not None:
+        meta = load_meta(checkpoint)
+        config = type(config)(**{**meta.config, "steps": config.steps})
+        initial = meta.state.get("initial_model") or str(checkpoint)  # (checkpoints before it was recorded)
+        model = checkpoint
+    if not model:
+        raise ValueError("a model is required (or resume)")
+    return checkpoint, config, model, initial
 
 
 def run_sft_to(
@@ -115,16 +122,7 @@ def run_dpo_to(
     from reasonloop.trainers.policy import load_policy
 
     checkpoints = Path(out) / "checkpoints"
-    checkpoint = latest_checkpoint(checkpoints) if resume else None
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints}")
-    initial = str(Path(model).resolve()) if model and Path(model).exists() else str(model)
-    if checkpoint is not None:
-        meta = load_meta(checkpoint)
-        config = DPOConfig(**{**meta.config, "steps": config.steps})
-        initial, model = meta.state["initial_model"], checkpoint
-    if not model:
-        raise ValueError("a model is required (or resume)")
+    checkpoint, config, model, initial = resume_point(checkpoints, resume, config, model)
     where, params = split_filter(config.split, config.source)
     pairs = store.query(f"SELECT prompt, chosen, rejected FROM preferences WHERE {where} ORDER BY id", params)
     policy = load_policy(model, config)
