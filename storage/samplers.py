@@ -3,6 +3,8 @@ values are bound by DuckDB, never formatted into the text."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from reasonloop.schemas import get_table
@@ -115,6 +117,15 @@ def replay_groups(
     )
     params = {"low": low, "high": high, "seed": str(seed), "n": groups, "stages": list(stages)}
     return reader.query(sql, params)
+
+
+def sft_rows(store: Any, split: str = "train", source: str = "", limit: int = 0) -> list[dict]:
+    """What the trainers read of `sft_samples` (prompt, messages, target, loss_mask_spans), by id:
+    one split, one source unless `source` is '', the first `limit` rows unless 0."""
+    where, by_split = split_filter(split, source)
+    params: dict[str, Any] = {**by_split, "n": limit} if limit else dict(by_split)
+    query = f"SELECT prompt, messages, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id"
+    return store.query(query + (" LIMIT $n" if limit else ""), params).to_pylist()
 
 
 def split_filter(split: str, source: str = "") -> tuple[str, dict[str, str]]:

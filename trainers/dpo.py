@@ -23,10 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from reasonloop.tasks.models.precision import compute_in, pad_token_id
+from reasonloop.tasks.models.precision import pad_token_id
 from reasonloop.trainers.config import DPOConfig
-from reasonloop.trainers.logprobs import completion_logprobs
-from reasonloop.trainers.sft import Encoded, encode_sample, optimizer_for, truncate
+from reasonloop.trainers.sft import Encoded, encode_sample, kept_logprobs, optimizer_for, truncate
 from reasonloop.trainers.step_utils import derive_seed, split_indices
 
 
@@ -47,18 +46,6 @@ def dpo_loss(
     return loss, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-def sequence_logprobs(
-    model: Any, rows: Sequence[Encoded], pad_id: int, compute_dtype: torch.dtype | None
-) -> torch.Tensor:
-    """(B,) summed log-probabilities of each row's kept target tokens."""
-    with compute_in(model, compute_dtype):
-        scored = completion_logprobs(model, [r[0] for r in rows], [r[1] for r in rows], pad_id=pad_id, entropy=False)
-    keep = torch.zeros_like(scored.mask)
-    for i, (_, _, mask) in enumerate(rows):
-        keep[i, : len(mask)] = torch.tensor(mask)
-    return (scored.logprobs * (keep & scored.mask)).sum(-1)
-
-
 def reference_logprobs(
     model: Any, encoded: Sequence[tuple[Encoded, Encoded]], pad_id: int, compute_dtype: torch.dtype | None, batch: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -67,7 +54,7 @@ def reference_logprobs(
     with torch.no_grad():
         for lo in range(0, len(encoded), batch):
             rows = encoded[lo : lo + batch]
-            logps = sequence_logprobs(model, [c for c, _ in rows] + [r for _, r in rows], pad_id, compute_dtype)
+            logps = kept_logprobs(model, [c for c, _ in rows] + [r for _, r in rows], pad_id, compute_dtype)
             out += list(zip(logps[: len(rows)], logps[len(rows) :], strict=True))
     return out
 
@@ -114,7 +101,7 @@ def run_dpo(
         totals = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "accuracy": 0.0}
         for micro in split_indices(batch, config.grad_accum):
             rows = [encoded[i] for i in micro]
-            logps = sequence_logprobs(model, [c for c, _ in rows] + [r for _, r in rows], pad_id, compute_dtype)
+            logps = kept_logprobs(model, [c for c, _ in rows] + [r for _, r in rows], pad_id, compute_dtype)
             chosen, rejected = logps[: len(rows)], logps[len(rows) :]
             ref_c = torch.stack([reference[i][0] for i in micro]).to(logps.device)
             ref_r = torch.stack([reference[i][1] for i in micro]).to(logps.device)

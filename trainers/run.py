@@ -90,20 +90,17 @@ def run_sft_to(
 ) -> RunResult:  # fmt: skip
     """SFT on the store's sft_samples (split/source from the config); the model (a LoRA run: its
     adapter) is saved to `out` and registered in `checkpoints`, the loss curve in `train_metrics`."""
-    from reasonloop.storage.samplers import split_filter
+    from reasonloop.storage.samplers import sft_rows
     from reasonloop.trainers.policy import load_policy
     from reasonloop.trainers.sft import run_sft
 
-    where, params = split_filter(config.split, config.source)
-    samples = store.query(
-        f"SELECT prompt, messages, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id", params
-    )
+    samples = sft_rows(store, config.split, config.source)
     policy = load_policy(model, config)
     history = run_sft(
-        config, model=policy.model, tokenizer=policy.tokenizer, samples=samples.to_pylist(), log=on_step,
+        config, model=policy.model, tokenizer=policy.tokenizer, samples=samples, log=on_step,
         compute_dtype=policy.compute_dtype, reference_sets=reference_sets(store, config),
     )  # fmt: skip
-    return _save_run(store, policy, out, run_id, "sft", history, {"samples": float(samples.num_rows)})
+    return _save_run(store, policy, out, run_id, "sft", history, {"samples": float(len(samples))})
 
 
 def run_dpo_to(
@@ -187,12 +184,11 @@ def _save_run(
 
 def reference_sets(store: ReplayStore, config: OfflineOptions) -> list[list[dict]]:
     """OGPSA's capability sets: the first `ogpsa_samples` train sft_samples (by id) of each source named."""
+    from reasonloop.storage.samplers import sft_rows
+
     sets = []
     for source in config.ogpsa_sources:
-        rows = store.query(
-            "SELECT prompt, messages, target, loss_mask_spans FROM sft_samples WHERE source = $s AND split = 'train' "
-            "ORDER BY id LIMIT $n", {"s": source, "n": config.ogpsa_samples},
-        ).to_pylist()  # fmt: skip
+        rows = sft_rows(store, "train", source, config.ogpsa_samples)
         if not rows:
             raise ValueError(f"--ogpsa-ref-sets: no train sft_samples of source {source!r}")
         sets.append(rows)

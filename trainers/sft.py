@@ -76,14 +76,23 @@ def truncate(encoded: Encoded, max_length: int) -> Encoded:
     return prompt[-max_length + 1 :] if len(prompt) >= max_length else prompt, target[:room], keep[:room]
 
 
-def masked_nll(model: Any, rows: Sequence[Encoded], pad_id: int, compute_dtype: torch.dtype | None) -> torch.Tensor:
-    """The summed negative log-likelihood of the rows' kept target tokens (a scalar with grad)."""
+def encode_all(tokenizer: Any, samples: Sequence[dict], chat_template: str, max_length: int) -> list[Encoded]:
+    return [truncate(encode_sample(tokenizer, s, chat_template), max_length) for s in samples]
+
+
+def kept_logprobs(model: Any, rows: Sequence[Encoded], pad_id: int, compute_dtype: torch.dtype | None) -> torch.Tensor:
+    """(B,) summed log-probabilities of each row's kept target tokens (with grad)."""
     with compute_in(model, compute_dtype):
         scored = completion_logprobs(model, [r[0] for r in rows], [r[1] for r in rows], pad_id=pad_id, entropy=False)
     keep = torch.zeros_like(scored.mask)
     for row, (_, _, mask) in enumerate(rows):
         keep[row, : len(mask)] = torch.tensor(mask)
-    return -(scored.logprobs * (keep & scored.mask)).sum()
+    return (scored.logprobs * (keep & scored.mask)).sum(-1)
+
+
+def masked_nll(model: Any, rows: Sequence[Encoded], pad_id: int, compute_dtype: torch.dtype | None) -> torch.Tensor:
+    """The summed negative log-likelihood of the rows' kept target tokens (a scalar with grad)."""
+    return -kept_logprobs(model, rows, pad_id, compute_dtype).sum()
 
 
 class SFTGuidance:
@@ -96,7 +105,7 @@ class SFTGuidance:
     ) -> None:  # fmt: skip
         if not samples:
             raise ValueError("SFT guidance needs sft_samples (none matched)")
-        self.encoded = [truncate(encode_sample(tokenizer, s, chat_template), max_length) for s in samples]
+        self.encoded = encode_all(tokenizer, samples, chat_template, max_length)
         self.coef, self.batch_size, self.pad_id, self.dtype = coef, batch_size, pad_id, compute_dtype
         self.rng = random.Random(seed)
 
@@ -113,10 +122,9 @@ def sft_guidance(
 ) -> SFTGuidance:
     """RLBF's SFT term for an RL run (`config`: a TrainConfig with sft_coef > 0), on the store's
     train-split sft_samples of `config.sft_source`."""
-    samples = store.query(
-        "SELECT prompt, messages, target, loss_mask_spans FROM sft_samples WHERE source = $s AND split = 'train' "
-        "ORDER BY id", {"s": config.sft_source},
-    ).to_pylist()  # fmt: skip
+    from reasonloop.storage.samplers import sft_rows  # the store is passed in; imported at run time
+
+    samples = sft_rows(store, "train", config.sft_source)
     return SFTGuidance(
         samples, tokenizer, coef=config.sft_coef, batch_size=config.sft_batch_size, pad_id=pad_id,
         max_length=config.max_prompt_length + config.max_completion_length, seed=config.seed,
@@ -140,7 +148,7 @@ def reference_backward(
 ) -> Callable[[], None]:  # fmt: skip
     """A capability set's task-loss backward for OGPSA: the summed NLL of its samples' kept
     tokens, in chunks of `chunk` rows (gradients accumulate)."""
-    encoded = [truncate(encode_sample(tokenizer, s, chat_template), max_length) for s in samples]
+    encoded = encode_all(tokenizer, samples, chat_template, max_length)
 
     def backward() -> None:
         for lo in range(0, len(encoded), chunk):
@@ -194,7 +202,7 @@ def run_sft(
         torch.set_num_threads(config.torch_threads)
     if not samples:
         raise ValueError("no sft_samples to train on")
-    encoded = [truncate(encode_sample(tokenizer, s, config.chat_template), config.max_length) for s in samples]
+    encoded = encode_all(tokenizer, samples, config.chat_template, config.max_length)
     pad_id = pad_token_id(tokenizer, model)
     trainable, optimizer, scheduler, ogpsa = optimizer_for(
         config, model, tokenizer, reference_sets, pad_id=pad_id, compute_dtype=compute_dtype
