@@ -36,19 +36,6 @@ def policy_folder(model: Any) -> str:
     return str(path)
 
 
-def rollout_engine(
-    config: TrainConfig, model: Any, tokenizer: Any, compute_dtype: torch.dtype | None, *, distributed: bool = False
-) -> Engine:
-    """The engine named by `config.engine` for this policy, with backtrack decoding on top when
-    `config.backtrack` (tasks/engines/backtrack.py)."""
-    engine = _named_engine(config, model, tokenizer, compute_dtype, distributed=distributed)
-    if config.backtrack:
-        from reasonloop.tasks.engines.backtrack import BacktrackingEngine
-
-        return BacktrackingEngine(engine, tokenizer)  # type: ignore[return-value]
-    return engine
-
-
 def reward_functions(config: TrainConfig) -> dict[str, Any]:
     """Reward components configured beyond their registered default: `safe` with an engine critic."""
     if config.critic != "engine":
@@ -60,10 +47,11 @@ def reward_functions(config: TrainConfig) -> dict[str, Any]:
     return {"safe": safe_reward(EngineCritic(judge))}
 
 
-def _named_engine(
+def rollout_engine(
     config: TrainConfig, model: Any, tokenizer: Any, compute_dtype: torch.dtype | None, *, distributed: bool = False
 ) -> Engine:
-    """The engine named by `config.engine` (built by the engine registry)."""
+    """The engine named by `config.engine` for this policy (built by the engine registry); backtrack
+    decoding (`config.backtrack`) is the sampler's, applied to what any engine returns."""
     from reasonloop.tasks.engines import make_engine
 
     if config.engine == "vllm":

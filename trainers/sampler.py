@@ -255,12 +255,11 @@ class GroupSampler:
         prompts = texts
         with self.timed("generate"):
             completions = self.generate(inputs, n, step, f"{stage}/{salt}", draws) if inputs else []
-            for c in completions:  # what a user sees of a prefilled response: prefix + continuation (backtracked)
-                if not (prefix := prefixes[c.prompt_index]):
-                    continue
+            for c in completions:  # what a user sees: prefix (a prefill) + continuation, backtracked
+                prefix = prefixes[c.prompt_index]
                 if self.config.backtrack:
                     apply_backtrack(c, self.tokenizer, prefix=prefix)
-                else:
+                elif prefix:
                     c.visible_text = prefix + c.text
         with self.timed("reward"):
             rewards = self.score(completions, prompts, problems)

@@ -4,9 +4,10 @@ before the signal and the signal itself from what the user sees; generation goes
 Generation goes on with the raw tokens in context, the deleted span included: that is what the
 BSAFE+ targets teach (s[:k] ⊕ v ⊕ signal ⊕ s[k:] — the safe continuation is learned with v in
 view), so rolling the KV cache back would show the model a context it was never trained on.
-Engines return the raw completion (what a trainer trains on); `BacktrackingEngine` adds the
+Engines return the raw completion (what a trainer trains on); `apply_backtrack` adds the
 post-backtrack text (`Completion.visible_text`, what rewards, evaluation and users get) and the
-counts a reward penalizes, whatever engine samples.
+counts a reward penalizes, whatever engine sampled: the trainer's sampler calls it on every
+rollout (after a prefill too), and `BacktrackingEngine` wraps an engine for everything else.
 
 Rules, the same for the data generator's X and for this decoder: a token is "before" a signal
 when it starts before the signal's first character; X counts tokens of the policy's tokenizer
