@@ -39,7 +39,6 @@ from transformers.utils import logging as hf_logging
 
 from reasonloop.flows.safety import RLBF_REWARDS, safe_responses
 from reasonloop.storage import ReplayStore
-from reasonloop.tasks.engines.transformers_engine import TransformersEngine
 from reasonloop.tasks.models.loading import load_tokenizer
 from reasonloop.tasks.recipes.arith import ArithConfig
 from reasonloop.tasks.recipes.arith import generate as arith
@@ -48,7 +47,7 @@ from reasonloop.tasks.recipes.preferences import from_violations
 from reasonloop.tasks.recipes.safety import SafetyConfig, generate
 from reasonloop.trainers.config import DPOConfig, SFTConfig, TrainConfig
 from reasonloop.trainers.run import run_dpo_to, run_rl, run_sft_to
-from reasonloop.trainers.safety_eval import evaluate_safety
+from reasonloop.trainers.safety_eval import evaluate_stored
 
 ARMS = ("start", "bsafe_sft", "bsafe_sft+ogpsa", "bsafe_sft+rlbf", "bsafe_sft+rlbf_prefill", "dpo", "dpo+ogpsa")
 METRICS = ("violation_rate", "sampled_violation_rate", "prefill_violation_rate", "prefill_half_violation_rate",
@@ -64,17 +63,6 @@ def build_model(kind: str, out: Path, seed: int) -> Path:
     from reasonloop.tasks.models.bpe import init_bpe_model
 
     return init_bpe_model(out, seed=seed)
-
-
-def evaluate(store: ReplayStore, model: Path, limit: int) -> dict[str, float]:
-    query = (
-        "SELECT prompt, answer, answer_type FROM problems WHERE source = $s AND split = 'heldout' ORDER BY id LIMIT $n"
-    )
-    engine = TransformersEngine(model, batch_size=256)
-    return evaluate_safety(
-        engine, engine.tokenizer, store.query(query, {"s": "safety", "n": limit}).to_pylist(),
-        store.query(query, {"s": "arith", "n": limit}).to_pylist(), max_new_tokens=96,
-    )  # fmt: skip
 
 
 def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[str, float]]:
@@ -120,7 +108,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
                 store, DPOConfig(**dpo, **extra), model=start, out=work / name, run_id=name).checkpoint)  # fmt: skip
     results = {}
     for name in args.arms:
-        results[name] = {**evaluate(store, models[name], args.heldout), "train_s": seconds.get(name, 0.0)}
+        results[name] = {**evaluate_stored(store, models[name], args.heldout), "train_s": seconds.get(name, 0.0)}
         print(f"seed {seed} {name:>16}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items()), flush=True)
     return results
 

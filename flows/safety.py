@@ -106,17 +106,9 @@ def dpo_task(root: str, model: str, out: str, config: dict, run_id: str) -> str:
 @task(name="safety-eval", cache_policy=NO_CACHE, retries=1)
 def safety_eval_task(root: str, model: str, limit: int = 256, max_new_tokens: int = 96) -> dict[str, float]:
     """trainers/safety_eval.py on the held-out safety problems, and `arith` ones as clean prompts."""
-    from reasonloop.tasks.engines.transformers_engine import TransformersEngine
-    from reasonloop.trainers.safety_eval import evaluate_safety
+    from reasonloop.trainers.safety_eval import evaluate_stored
 
-    store = ReplayStore(root)
-    query = (
-        "SELECT prompt, answer, answer_type FROM problems WHERE source = $s AND split = 'heldout' ORDER BY id LIMIT $n"
-    )
-    problems = store.query(query, {"s": SAFETY, "n": limit}).to_pylist()
-    clean = store.query(query, {"s": "arith", "n": limit}).to_pylist()
-    engine = TransformersEngine(model, batch_size=256)
-    return evaluate_safety(engine, engine.tokenizer, problems, clean, max_new_tokens=max_new_tokens)
+    return evaluate_stored(ReplayStore(root), model, limit, max_new_tokens)
 
 
 @task(name="synthesize-safety", cache_policy=NO_CACHE)

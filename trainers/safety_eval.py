@@ -26,9 +26,23 @@ from typing import Any
 
 from reasonloop.tasks.engines.backtrack import BacktrackingEngine, apply_backtrack
 from reasonloop.tasks.engines.base import Engine, SamplingParams
-from reasonloop.tasks.recipes.safety import prefill_attack
+from reasonloop.tasks.recipes.safety import SOURCE, prefill_attack
 from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 from reasonloop.tasks.rewards.safety import RuleCritic
+
+
+def evaluate_stored(store: Any, model: Any, limit: int = 256, max_new_tokens: int = 96) -> dict[str, float]:
+    """`evaluate_safety` of `model` (a folder or id, sampled by the transformers engine) on the
+    store's first `limit` held-out safety problems, with as many held-out `arith` ones as clean prompts."""
+    from reasonloop.tasks.engines.transformers_engine import TransformersEngine
+
+    query = (
+        "SELECT prompt, answer, answer_type FROM problems WHERE source = $s AND split = 'heldout' ORDER BY id LIMIT $n"
+    )
+    problems = store.query(query, {"s": SOURCE, "n": limit}).to_pylist()
+    clean = store.query(query, {"s": "arith", "n": limit}).to_pylist()
+    engine = TransformersEngine(model, batch_size=256)
+    return evaluate_safety(engine, engine.tokenizer, problems, clean, max_new_tokens=max_new_tokens)
 
 
 def attack(
