@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from reasonloop.schemas.common import MESSAGES, STRING_MAP, TableSpec
 
-ANSWER_TYPES = frozenset({"exact", "numeric", "choice", "math", "json", "rubric"})
+ANSWER_TYPES = frozenset({"exact", "numeric", "quantity", "choice", "math", "json", "rubric"})
 SPLITS = frozenset({"train", "test", "heldout"})
 
 PROBLEMS = TableSpec(

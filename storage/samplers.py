@@ -133,3 +133,17 @@ def split_filter(split: str, source: str = "") -> tuple[str, dict[str, str]]:
     if source:
         return "split = $split AND source = $source", {"split": split, "source": source}
     return "split = $split", {"split": split}
+
+
+def problem_accuracy(reader: StoreReader, run_id: str, metric: str, *, before: int) -> dict[str, tuple[int, float]]:
+    """problem_id -> (scored rollouts, mean of reward component `metric`) over a run's rollouts
+    with policy_version < `before` (a fresh snapshot: what the run has committed so far)."""
+    if before <= 0:
+        return {}
+    bounds = {"policy_version": (0, before - 1)}
+    scan = reader.scan("rollouts", where="policy_version < $before", partition=_run_partition(run_id), bounds=bounds)
+    rows = reader.query(
+        f"SELECT problem_id, count(rewards[$m]) AS n, avg(rewards[$m]) AS acc FROM ({scan}) GROUP BY problem_id",
+        {"m": metric, "before": before},
+    ).to_pylist()
+    return {r["problem_id"]: (r["n"], r["acc"]) for r in rows if r["acc"] is not None}

@@ -109,6 +109,19 @@ class TrainConfig(ModelOptions):
         "", "JSON file with an ordered list of problem ids (e.g. from the difficulty scheduler): each step takes "
         "the next prompts in that order, cycling; empty = sample the split uniformly."
     )  # fmt: skip
+    dynamic_curriculum: bool = opt(False, "Dr. SCI's curriculum: train on problems with pass_rate in (pending_max, 1) "
+                                          "(or none recorded); one whose running accuracy over this run's stored "
+                                          "rollouts exceeds --curriculum-retire-at is replaced by the easiest pending "
+                                          "problem (pass_rate <= pending_max).")  # fmt: skip
+    curriculum_pending_max: float = opt(0.625, "Dynamic curriculum: pass rates at or below this wait in D_pending.")
+    curriculum_retire_at: float = opt(0.9, "Dynamic curriculum: running accuracy above which a problem is retired.")
+    curriculum_min_samples: int = opt(8, "Dynamic curriculum: rollouts of a problem before its accuracy counts.")
+    curriculum_metric: str = opt("", "Dynamic curriculum: the reward component read as accuracy (default: the "
+                                     "first of --rewards).")  # fmt: skip
+    judge: str = opt("keyword", "The rubric/unified rewards' judge: keyword (offline, the rubric items' keywords) | "
+                                "engine (an LLM judge served at --judge-url, OpenAI-compatible).")  # fmt: skip
+    judge_url: str = opt("", "engine judge: the server's base URL.")
+    judge_model: str = opt("", "engine judge: the served model's name.")
     igrpo_drafts: int = opt(0, "iGRPO drafts per prompt N (0 = group_size / 2); refinements = group_size - N.")
     igrpo_select: str = opt("best", "iGRPO draft selection: best | worst | random (ties: the step's RNG).")
     igrpo_template: str = opt(
@@ -189,6 +202,10 @@ class TrainConfig(ModelOptions):
             raise ValueError("engine must be transformers, vllm or openai")
         if self.critic not in ("rules", "engine") or (self.critic == "engine" and not self.critic_url):
             raise ValueError("critic must be rules, or engine with --critic-url")
+        if self.judge not in ("keyword", "engine") or (self.judge == "engine" and not self.judge_url):
+            raise ValueError("judge must be keyword, or engine with --judge-url")
+        if self.dynamic_curriculum and self.curriculum:
+            raise ValueError("--dynamic-curriculum and --curriculum (a fixed order) exclude each other")
         if self.algo == "octopus":
             if self.octopus_stage not in (1, 2):
                 raise ValueError("octopus_stage must be 1 or 2")

@@ -37,14 +37,23 @@ def policy_folder(model: Any) -> str:
 
 
 def reward_functions(config: TrainConfig) -> dict[str, Any]:
-    """Reward components configured beyond their registered default: `safe` with an engine critic."""
-    if config.critic != "engine":
-        return {}
+    """Reward components configured beyond their registered default: `safe` with an engine critic,
+    `rubric` / `unified` with an engine judge."""
     from reasonloop.tasks.engines import make_engine
-    from reasonloop.tasks.rewards.safety import EngineCritic, safe_reward
 
-    judge = make_engine("openai", base_url=config.critic_url, model=config.critic_model or "judge")
-    return {"safe": safe_reward(EngineCritic(judge))}
+    out: dict[str, Any] = {}
+    if config.critic == "engine":
+        from reasonloop.tasks.rewards.safety import EngineCritic, safe_reward
+
+        critic = make_engine("openai", base_url=config.critic_url, model=config.critic_model or "judge")
+        out["safe"] = safe_reward(EngineCritic(critic))
+    if config.judge == "engine":
+        from reasonloop.tasks.rewards.rubric import EngineJudge, RubricScorer
+        from reasonloop.tasks.rewards.science import RubricReward
+
+        scorer = RubricScorer(EngineJudge(make_engine("openai", base_url=config.judge_url, model=config.judge_model or "judge")))
+        out |= {"rubric": RubricReward(scorer, unified=False), "unified": RubricReward(scorer, unified=True)}
+    return out
 
 
 def rollout_engine(

@@ -262,6 +262,7 @@ class RLTrainer(GroupSampler):
             if self.dist.main:  # one compactor of the run's partition
                 self._maybe_compact()
             metrics.update({f"time/{k}": v for k, v in self.timings.items()})
+            metrics.update(self.step_metrics())
             metrics = merge_metrics(self.dist.gather(metrics))
             if self.dist.main:
                 row = {"step": step, "loss": loss, "metrics": metrics}

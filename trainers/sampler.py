@@ -76,6 +76,7 @@ class GroupSampler:
         self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run
         self.problems = self._load_problems()
         self.problem_by_id = {p["id"]: p for p in self.problems}
+        self.curriculum = self._dynamic_curriculum()
         self.generation_calls = 0
         self.timings: dict[str, float] = {}
         self.files_since_compaction = 0
@@ -96,7 +97,8 @@ class GroupSampler:
 
         where, params = split_filter(self.config.split, self.config.source)
         rows = self.reader.query(
-            f"SELECT id, prompt, messages, answer, answer_type, process_labels FROM problems WHERE {where} ORDER BY id",
+            "SELECT id, prompt, messages, answer, answer_type, process_labels, rubric, pass_rate "
+            f"FROM problems WHERE {where} ORDER BY id",
             params,
         )
         problems = rows.to_pylist()
@@ -110,16 +112,34 @@ class GroupSampler:
                 raise ValueError(f"curriculum {self.config.curriculum} names no problem of this split/source")
         return problems
 
+    def _dynamic_curriculum(self) -> Any:
+        if not self.config.dynamic_curriculum:
+            return None
+        from reasonloop.trainers.curriculum import DynamicCurriculum
+
+        c = self.config
+        return DynamicCurriculum(
+            self.problems, self.reader, self.run_id, metric=c.curriculum_metric or next(iter(c.reward_weights())),
+            pending_max=c.curriculum_pending_max, retire_at=c.curriculum_retire_at, min_samples=c.curriculum_min_samples,
+        )  # fmt: skip
+
     def pick_problems(self, step: int, stage: str, count: int) -> list[dict]:
-        """A step's prompts: with a curriculum the next `count` in its order (the first round of a
-        step; a position derived from the step, so a resume picks the same), else a seeded sample."""
+        """A step's prompts: with a curriculum file the next `count` in its order (the first round
+        of a step; a position derived from the step, so a resume picks the same), else a seeded
+        sample of the problems — of the dynamic curriculum's active set when it is on."""
         if self.config.curriculum and stage == "pick/0":
             start = step * count  # step = policy version: 0 takes the curriculum's first prompts
             return [self.problems[(start + i) % len(self.problems)] for i in range(count)]
+        pool = self.curriculum.active(step) if self.curriculum is not None else self.problems
         rng = random.Random(derive_seed(self.config.seed, step, stage))
-        if count <= len(self.problems):
-            return rng.sample(self.problems, count)
-        return [rng.choice(self.problems) for _ in range(count)]
+        if count <= len(pool):
+            return rng.sample(pool, count)
+        return [rng.choice(pool) for _ in range(count)]
+
+    def step_metrics(self) -> dict[str, float]:
+        """What the reward functions (judge calls, cache hits) and the curriculum did this step."""
+        out = self.reward.drain_metrics() if hasattr(self.reward, "drain_metrics") else {}
+        return out | (self.curriculum.stats if self.curriculum is not None else {})
 
     def my_share(self, problems: list[dict]) -> tuple[list[dict], int]:
         """This rank's contiguous share of a step's problems, and the global index of its first."""
@@ -207,6 +227,7 @@ class GroupSampler:
         return self.reward(
             prompts, texts, completion_ids=ids, answer=[r["answer"] for r in problems],
             answer_type=[r.get("answer_type") for r in problems], process_labels=[r.get("process_labels") for r in problems],
+            rubric=[r.get("rubric") for r in problems],
             max_completion_length=self.config.max_completion_length, **columns,
         )  # fmt: skip
 

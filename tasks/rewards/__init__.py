@@ -4,8 +4,10 @@ from reasonloop.tasks.rewards import (  # noqa: F401 - registration
     answers,
     math_verify_reward,
     safety,
+    science,
     self_correction,
     shaping,
+    units,
     veritime,
 )
 from reasonloop.tasks.rewards.composite import CompositeReward, RewardResult

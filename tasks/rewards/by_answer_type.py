@@ -1,6 +1,7 @@
 """Scoring a completion the way its problem says it is checked (`problems.answer_type`).
 
-    exact -> exact   numeric -> numeric   choice -> choice   math -> math (math-verify)
+    exact -> exact   numeric -> numeric   quantity -> quantity (units)   choice -> choice
+    math -> math (math-verify)
     json -> exact (the canonical text)    rubric -> None (needs a judge: no verdict here)
 
 What evaluation uses, so a held-out set of mixed problems is scored fairly, whatever reward the
@@ -14,7 +15,14 @@ from typing import Any
 
 from reasonloop.tasks.rewards.registry import get_reward
 
-SCORER_OF = {"exact": "exact", "numeric": "numeric", "choice": "choice", "math": "math", "json": "exact"}
+SCORER_OF = {
+    "exact": "exact",
+    "numeric": "numeric",
+    "quantity": "quantity",
+    "choice": "choice",
+    "math": "math",
+    "json": "exact",
+}
 
 
 def score_by_answer_type(

@@ -49,3 +49,12 @@ class CompositeReward:
                 for t, s in zip(result.totals, scores, strict=True)
             ]
         return result
+
+    def drain_metrics(self) -> dict[str, float]:
+        """Counters of components that keep them (a rubric judge's calls, cache hits, retries) since
+        the last drain, summed over components."""
+        out: dict[str, float] = {}
+        for fn in {id(f): f for f in self.functions.values()}.values():
+            for key, value in getattr(fn, "drain_metrics", dict)().items():
+                out[key] = out.get(key, 0.0) + value
+        return out

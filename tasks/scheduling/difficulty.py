@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reasonloop.tasks.engines.base import Engine, SamplingParams
 from reasonloop.tasks.prompts import render
@@ -84,3 +85,24 @@ def write_curriculum(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"problem_ids": [p["id"] for p in scheduled], "buckets": counts, "k": k}))
     return counts
+
+
+def pass_rates(
+    engine: Engine, problems: Sequence[dict], score: Any, *, k: int = 8, pass_at: float = 0.7,
+    max_new_tokens: int = 48, temperature: float = 1.0, seed: int = 0,
+) -> list[float]:  # fmt: skip
+    """Share of k samples per problem whose score (`score(prompts, texts, rows)` -> one float or
+    None per sample) is at least `pass_at`: rule checkers give 0/1, a rubric judge a fraction. The
+    success rate Dr. SCI uses as difficulty (SPECS §6); None counts as a failure."""
+    if not problems:
+        return []
+    tokenizer = getattr(engine, "tokenizer", None)
+    rendered = [render(tokenizer, p["prompt"], p.get("messages")) if tokenizer else p["prompt"] for p in problems]
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    out = sorted(engine.generate(rendered, k, sampling), key=lambda c: c.prompt_index)
+    rows = [problems[c.prompt_index] for c in out]
+    scores = score([r["prompt"] for r in rows], [c.final_text for c in out], rows)
+    passed = [0] * len(problems)
+    for c, s in zip(out, scores, strict=True):
+        passed[c.prompt_index] += s is not None and s >= pass_at
+    return [p / k for p in passed]
