@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from reasonloop.flows.cli_drsci import app as drsci_app
 from reasonloop.flows.cli_model import app as model_app
 from reasonloop.flows.cli_model import generate as generate_command
 from reasonloop.flows.cli_safety import app as safety_app
@@ -27,6 +28,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(model_app, name="model")
 app.add_typer(synth_app, name="synth")
 app.add_typer(safety_app, name="safety")
+app.add_typer(drsci_app, name="drsci")
 app.command("generate")(generate_command)
 app.command("train")(train_command)
 app.command("sft")(sft_command)

@@ -14,16 +14,9 @@ app = typer.Typer(help="Safety: BSAFE+ data, RLBF, DPO + OGPSA, and their evalua
 
 def _flows(root: str | None) -> tuple[str, object]:
     """(store root, the flows.safety module), with Prefect configured for the store first."""
-    from reasonloop.flows.cli_model import quiet_transformers
-    from reasonloop.flows.prefect_env import configure_prefect
-    from reasonloop.storage.layout import resolve_root
+    from reasonloop.flows.prefect_env import flows_module
 
-    store_root = resolve_root(root)
-    configure_prefect(store_root)
-    quiet_transformers()
-    from reasonloop.flows import safety
-
-    return str(store_root), safety
+    return flows_module(root, "safety")
 
 
 @app.command("synth")

@@ -39,18 +39,46 @@ def fail(message: str) -> None:
 @app.command()
 def ingest(
     table: Annotated[str, typer.Argument(help="Target table, e.g. problems.")],
-    files: Annotated[list[Path], typer.Argument(help="JSONL, JSON (a list), CSV or Parquet files.")],
+    files: Annotated[list[Path] | None, typer.Argument(help="JSONL, JSON (a list), CSV or Parquet files.")] = None,
     root: RootOption = None,
     run_id: Annotated[str | None, typer.Option(help="run_id for rows that lack one.")] = None,
     producer: Annotated[str | None, typer.Option(help="producer for rows that lack one.")] = None,
+    from_hf: Annotated[
+        str,
+        typer.Option(
+            help="A `datasets` dataset instead of files: a save_to_disk folder, a data file or folder, or a hub id."
+        ),
+    ] = "",
+    split: Annotated[str, typer.Option(help="--from-hf: the dataset split to read.")] = "train",
+    mapping: Annotated[
+        str,
+        typer.Option("--map", help="--from-hf: table_column=dataset_column pairs, e.g. prompt=question,answer=answer."),
+    ] = "",
+    constants: Annotated[
+        str,
+        typer.Option(
+            "--set", help="--from-hf: columns with one value for every row, e.g. answer_type=exact,source=webinstruct."
+        ),
+    ] = "",
 ) -> None:
     """Validate and commit rows; bad rows go to the `rejected` table with their reason.
 
     Exit code 0 even with rejections (they are data); 2 for unusable input.
     """
     store = ReplayStore(root)
+    if bool(files) == bool(from_hf):
+        fail("give input files or --from-hf, not both")
     try:
-        result = store.ingest(table, files, run_id=run_id, producer=producer)
+        if from_hf:
+            from reasonloop.schemas import get_table
+            from reasonloop.storage.hf_ingest import hf_rows, parse_mapping
+
+            get_table(table)
+            fixed = parse_mapping(constants, "--set") if constants else {}
+            rows = [fixed | r for r in hf_rows(from_hf, split, parse_mapping(mapping))]
+            result = store.write(table, rows, run_id=run_id, producer=producer or f"ingest:hf:{from_hf}")
+        else:
+            result = store.ingest(table, files, run_id=run_id, producer=producer)
     except (UnknownTableError, IngestError) as exc:
         fail(str(exc))
     typer.echo(f"committed {result.committed}, duplicate {result.duplicates}, rejected {result.rejected}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -36,3 +37,17 @@ def no_heartbeat():
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+def flows_module(root: str | None, name: str) -> tuple[str, Any]:
+    """(store root, the module `reasonloop.flows.<name>`), with Prefect configured for the store
+    before the module (and Prefect) is imported; for CLI commands that run a recipe's flows."""
+    import importlib
+
+    from reasonloop.flows.cli_model import quiet_transformers
+    from reasonloop.storage.layout import resolve_root
+
+    store_root = resolve_root(root)
+    configure_prefect(store_root)
+    quiet_transformers()
+    return str(store_root), importlib.import_module(f"reasonloop.flows.{name}")

@@ -51,7 +51,9 @@ def reward_functions(config: TrainConfig) -> dict[str, Any]:
         from reasonloop.tasks.rewards.rubric import EngineJudge, RubricScorer
         from reasonloop.tasks.rewards.science import RubricReward
 
-        scorer = RubricScorer(EngineJudge(make_engine("openai", base_url=config.judge_url, model=config.judge_model or "judge")))
+        scorer = RubricScorer(
+            EngineJudge(make_engine("openai", base_url=config.judge_url, model=config.judge_model or "judge"))
+        )
         out |= {"rubric": RubricReward(scorer, unified=False), "unified": RubricReward(scorer, unified=True)}
     return out
 
