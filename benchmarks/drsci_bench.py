@@ -3,7 +3,7 @@
     python benchmarks/drsci_bench.py [--seeds 0 1 2] [--model char|bpe] [--steps 40]
 
 Per seed: the recipe (verifiable and open-ended items), a fresh model SFT'd on its gold chains
-(the shared start), then the curation flow's stages with that model as the pass-rate policy (k=4;
+(the shared start), then the curation flow's stages with that model as the pass-rate policy (--k;
 k/k items dropped). RL arms from the start, each the same steps × prompts × group size (matched
 rollout budget), on the curated train items:
   rule            rule rewards only (open-ended items scored by their final answer alone)
@@ -91,7 +91,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
                        out=work / "start").checkpoint  # fmt: skip
     heldout = load_rows(store, ["dr_sci"], ["heldout"])
     policy = make_engine("transformers", model=str(start), batch_size=256)
-    curated = curate(load_rows(store, ["dr_sci"], ["train"]), heldout, CurationConfig(k=4, seed=seed),
+    curated = curate(load_rows(store, ["dr_sci"], ["train"]), heldout, CurationConfig(k=args.k, seed=seed),
                      policy=policy, score=row_score(None))  # fmt: skip
     store.write("problems", [curated_row(r, "bench", "dr_sci_curated") for r in curated.rows])
     print(f"  seed {seed}: curation {curated.counts['difficulty']}", flush=True)
@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=400)
     parser.add_argument("--steps", type=int, default=40, help="RL steps per arm (8 prompts x 8 samples)")
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--k", type=int, default=4, help="samples per item for the pass rate")
     parser.add_argument("--max-new", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

@@ -240,3 +240,32 @@ def test_curate_runs_every_stage_and_drops_what_the_policy_solves_every_time() -
     assert out.counts["difficulty"]["dropped"] == len(solved)
     assert {r["pass_rate"] for r in out.rows} == {0.25}
     assert sum(c["dropped"] for c in out.counts.values()) == len(out.dropped) == len(rows) - len(out.rows)
+
+
+def test_judge_engine_in_a_training_config_grades_rubric_items_through_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import reasonloop.tasks.engines as engines
+    from reasonloop.tasks.rewards import CompositeReward
+    from reasonloop.trainers.config import TrainConfig
+    from reasonloop.trainers.engines import reward_functions
+
+    made = []
+
+    def fake_make_engine(name: str, **kwargs: object) -> ScriptedEngine:
+        made.append((name, kwargs["base_url"]))
+        return ScriptedEngine(lambda prompt, i: "YES" if "I=V/R" in prompt.split("Response:")[1] else "NO")
+
+    monkeypatch.setattr(engines, "make_engine", fake_make_engine)
+    config = TrainConfig(rewards="unified", judge="engine", judge_url="http://judge:8000")
+    reward = CompositeReward(config.reward_weights(), reward_functions(config))
+    rows = [
+        {"answer": "halves", "answer_type": "rubric", "rubric": RUBRIC},
+        {"answer": "6 m", "answer_type": "quantity"},
+    ]
+    result = reward(["q", "q"], ["I=V/R;#halves", "#6 m"], **columns(rows))
+    # the judge said YES to every question about the first response: all items, pitfall included
+    assert made == [("openai", "http://judge:8000")] and result.components["unified"] == pytest.approx([1 - 2, 1.0])
+    assert reward.drain_metrics()["judge/questions"] == 6
+    with pytest.raises(ValueError, match="judge-url"):
+        TrainConfig(judge="engine")
