@@ -31,13 +31,13 @@ def test_every_generated_item_passes_its_checker_and_a_wrong_answer_fails() -> N
     problems, samples = generate(DrSciConfig(n=60_000, seed=3))
     assert len(problems) >= 10_000
     kinds = {p["answer_type"] for p in problems}
-    assert kinds == {"quantity", "choice", "rubric"}
+    assert kinds == {"quantity", "choice", "math", "rubric"}
     unified = get_reward("unified")
     prompts, targets = [p["prompt"] for p in problems], [s["target"] for s in samples]
     scores = unified(prompts, targets, **columns(problems))
     assert sum(s != 1.0 for s in scores) == 0  # 10k+ items, 0 errors
     # the same chains with the final answer changed fail (verifiable) or are capped (open-ended)
-    wrong = [t.rsplit("#", 1)[0] + "#" + ("999 m/s" if p["answer_type"] == "quantity" else "Z") for p, t in
+    wrong = [t.rsplit("#", 1)[0] + "#" + ("999 m/s" if p["answer_type"] == "quantity" else "Z+1") for p, t in
              zip(problems, targets, strict=True)]  # fmt: skip
     for p, s in zip(problems, unified(prompts, wrong, **columns(problems)), strict=True):
         assert s <= (0.3 if p["answer_type"] == "rubric" else 0.0)

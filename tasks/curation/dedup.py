@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from reasonloop.tasks.rewards.answers import _NUMBER, _norm
+from reasonloop.tasks.rewards.answers import NUMBER, normalize_answer
 from reasonloop.tasks.rewards.units import parse_quantity, same_quantity
 
 Dropped = tuple[dict, str]
@@ -39,7 +39,7 @@ def normalize(text: str) -> str:
 
 
 def numbers(text: str) -> list[str]:
-    return _NUMBER.findall(text)
+    return NUMBER.findall(text)
 
 
 def shingles(text: str, k: int = SHINGLE) -> set[int]:
@@ -92,10 +92,10 @@ def equivalent(a: dict, b: dict) -> bool:
         def named(row: dict, key: str) -> str:
             options = row.get("choices") or []
             k = ord(key.strip().upper()[:1] or "?") - ord("A")
-            return _norm(options[k]) if 0 <= k < len(options) else key.upper()
+            return normalize_answer(options[k]) if 0 <= k < len(options) else key.upper()
 
         return named(a, x) == named(b, y)
-    return _norm(x) == _norm(y)
+    return normalize_answer(x) == normalize_answer(y)
 
 
 def _clusters(n: int, pairs: set[tuple[int, int]]) -> list[list[int]]:

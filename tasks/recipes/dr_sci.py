@@ -6,6 +6,7 @@ each with a compact chain a tiny model can learn:
 
     phys: v0=3m/s a=2m/s2 t=4s. v=?          v=v0+a*t=3+2*4=11;#11 m/s           quantity
     bio: Bb x bb. share bb? A)1/4 B)1/2 ...   Bb gives b 1/2;bb gives b 1;1/2*1=1/2;#B   choice
+    phys: formula for I from V, R?            I=V/R;#V/R                                 math
     phys why: R 3->6ohm, V fixed. I? explain  I=V/R;V fixed;R up so I down;#halves    rubric
 
 An open-ended item's `answer` is its short final answer (the rubric reward caps a wrong one) and
@@ -133,6 +134,24 @@ def genetics(rng: random.Random) -> dict:
             "choices": options}  # fmt: skip
 
 
+SYMBOLIC = (  # (prefix, subject, topic, what, chain, expression): answer_type math (math-verify)
+    ("phys", "physics", "kinematics", "v from v0, a, t", "v=v0+a*t", "v0+a*t"),
+    ("phys", "physics", "kinematics", "d from rest from a, t", "d=a*t^2/2", "a*t^2/2"),
+    ("phys", "physics", "circuits", "I from V, R", "I=V/R", "V/R"),
+    ("phys", "physics", "circuits", "P from V, R", "P=V*I;I=V/R", "V^2/R"),
+    ("phys", "physics", "circuits", "P from I, R", "P=V*I;V=I*R", "I^2*R"),
+    ("phys", "physics", "gas_laws", "P2 from P1, V1, V2", "P1*V1=P2*V2", "P1*V1/V2"),
+    ("chem", "chemistry", "stoichiometry", "m from n, M", "m=n*M", "n*M"),
+    ("chem", "chemistry", "stoichiometry", "n from m, M", "m=n*M", "m/M"),
+)
+
+
+def formula(rng: random.Random) -> dict:
+    prefix, subject, topic, what, chain, expression = rng.choice(SYMBOLIC)
+    return {"subject": subject, "topic": topic, "prompt": f"{prefix}: formula for {what}?",
+            "target": f"{chain};#{expression}", "answer": expression, "answer_type": "math"}  # fmt: skip
+
+
 # ---------------------------------------------------------------- open-ended families
 FACTOR = {2: ("doubles", "halves"), 3: ("triples", "thirds"), 4: ("quadruples", "quarters")}
 
@@ -207,15 +226,8 @@ def cross_effect(rng: random.Random) -> dict:
 
 
 VERIFIABLE: tuple[Callable[[random.Random], dict], ...] = (
-    kinematics,
-    distance,
-    ohm,
-    power,
-    boyle,
-    molar,
-    stoichiometry,
-    genetics,
-)
+    kinematics, distance, ohm, power, boyle, molar, stoichiometry, genetics, formula,
+)  # fmt: skip
 OPEN: tuple[Callable[[random.Random], dict], ...] = (ohm_effect, gas_effect, heavier, cross_effect)
 
 

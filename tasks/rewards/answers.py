@@ -10,7 +10,7 @@ from reasonloop.tasks.rewards.registry import register_reward, safe_scores
 
 MAX_SCAN = 20_000  # characters of a completion we look at: bounds time on adversarial output
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def boxed_content(text: str) -> str | None:
@@ -41,17 +41,17 @@ def extract_answer(text: str) -> str:
     return text.strip()
 
 
-def _norm(text: str) -> str:
+def normalize_answer(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
 def _exact(text: str, answer: Any) -> float:
-    return float(_norm(extract_answer(text)) == _norm(str(answer)))
+    return float(normalize_answer(extract_answer(text)) == normalize_answer(str(answer)))
 
 
 def _numeric(text: str, answer: Any, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> float | None:
     gold = float(str(answer).replace(",", ""))
-    found = _NUMBER.findall(extract_answer(text).replace(",", ""))
+    found = NUMBER.findall(extract_answer(text).replace(",", ""))
     if not found:
         return 0.0
     value = float(found[-1])

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from reasonloop.tasks.rewards.answers import _norm, extract_answer
+from reasonloop.tasks.rewards.answers import extract_answer, normalize_answer
 
 TAGS = ("Essential", "Important", "Optional", "Pitfall")
 WEIGHTS = {"Essential": 3.0, "Important": 2.0, "Optional": 1.0, "Pitfall": 2.0}
@@ -101,7 +101,7 @@ class KeywordJudge:
         out: list[bool | None] = []
         for q in questions:
             if q.item is None:
-                out.append(_norm(extract_answer(q.response)) == _norm(q.reference))
+                out.append(normalize_answer(extract_answer(q.response)) == normalize_answer(q.reference))
             elif not q.item.keywords:
                 out.append(None)  # nothing to check: this judge has no verdict
             else:
