@@ -150,10 +150,11 @@ def test_cleaning_classification_and_the_split_say_why_rows_go() -> None:
         {"prompt": "n", "answer": "fast", "answer_type": "quantity"},
         {"prompt": "Prove the polynomial has no integer root.", "answer": "see proof", "answer_type": "rubric"},
         {"prompt": "Why do alleles segregate?", "answer": "meiosis", "answer_type": "rubric"},
+        {"prompt": "Why?", "answer": "because", "answer_type": "rubric", "rubric": ["Essential: ok", "Vital: x"]},
     ]
     kept, dropped = clean(rows)
     reasons = [why for _, why in dropped]
-    assert len(kept) == 3 and len(dropped) == 4
+    assert len(kept) == 3 and len(dropped) == 5 and reasons[-1].startswith("clean: rubric item 1: rubric item")
     assert any("empty answer" in r for r in reasons) and any("names none of 2 options" in r for r in reasons)
     assert any("not finite" in r for r in reasons) and any("has no number" in r for r in reasons)
     subjects = [rule_subject(r) for r in kept]

@@ -1,7 +1,7 @@
 """Curation's first stages: clean, classify by subject, split verifiable vs open-ended.
 
     clean     empty or malformed answers (a choice key that names no option, a quantity that does
-              not parse, an open item with no answer) -> dropped with the reason
+              not parse, an open item with no answer) or rubric items -> dropped with the reason
     classify  a subject per row: the rule set below (keywords, first match in SUBJECTS order), or
               a judge engine that answers with one subject name
     split     verifiable (a rule can check it: numeric, quantity, choice, exact, math, json) with a
@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from reasonloop.tasks.rewards.rubric import parse_item
 from reasonloop.tasks.rewards.units import canonical_quantity
 
 Dropped = tuple[dict, str]
@@ -63,6 +64,11 @@ def answer_problem(row: dict) -> str | None:
             return f"numeric answer {answer!r} is not a number"
     if kind == "quantity" and canonical_quantity(answer) is None:
         return f"quantity answer {answer!r} has no number"
+    for k, item in enumerate(row.get("rubric") or []):
+        try:
+            parse_item(item)
+        except ValueError as exc:
+            return f"rubric item {k}: {exc}"
     return None
 
 

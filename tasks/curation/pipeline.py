@@ -22,6 +22,7 @@ from reasonloop.tasks.curation.clean import Dropped, clean, judge_subjects, meta
 from reasonloop.tasks.curation.dedup import decontaminate, deduplicate
 from reasonloop.tasks.curation.rubrics import generate_rubrics
 
+CHUNK = 1024  # problems per pass-rate generation call
 PROBLEM_FIELDS = ("prompt", "messages", "answer", "answer_type", "choices", "rubric", "process_labels", "media_ref")
 
 
@@ -57,18 +58,18 @@ def add_rubrics(rows: Sequence[dict], judge: Any = None) -> tuple[list[dict], li
     """Open items without a rubric get one from the judge engine; without a judge, or when its
     rubric does not parse, they are dropped. Returns (kept, dropped, rubrics generated)."""
     missing = [i for i, r in enumerate(rows) if r["kind"] == "open" and not r.get("rubric")]
-    made = generate_rubrics(judge, [rows[i] for i in missing]) if judge is not None and missing else []
-    new = dict(zip(missing, made, strict=False))
+    written = generate_rubrics(judge, [rows[i] for i in missing]) if judge is not None else [None] * len(missing)
+    made = dict(zip(missing, written, strict=True))
     kept, dropped = [], []
     for i, row in enumerate(rows):
-        if i not in missing:
+        if i not in made:
             kept.append(row)
-        elif new.get(i):
-            kept.append({**row, "rubric": new[i], "rubric_by": "judge"})
+        elif made[i]:
+            kept.append({**row, "rubric": made[i], "rubric_by": "judge"})
         else:
             why = "no rubric and no judge engine to write one" if judge is None else "the judge's rubric did not parse"
             dropped.append((row, f"rubrics: {why}"))
-    return kept, dropped, sum(bool(m) for m in made)
+    return kept, dropped, sum(bool(m) for m in written)
 
 
 def annotate_difficulty(
@@ -76,8 +77,9 @@ def annotate_difficulty(
 ) -> tuple[list[dict], list[Dropped]]:
     from reasonloop.tasks.scheduling.difficulty import pass_rates
 
-    rates = pass_rates(policy, rows, score, k=config.k, pass_at=config.pass_at,
-                       max_new_tokens=config.max_new_tokens, seed=config.seed)  # fmt: skip
+    rates = [rate for start in range(0, len(rows), CHUNK)  # bounded memory: CHUNK problems x k samples at a time
+             for rate in pass_rates(policy, rows[start : start + CHUNK], score, k=config.k, pass_at=config.pass_at,
+                                    max_new_tokens=config.max_new_tokens, seed=config.seed)]  # fmt: skip
     kept, dropped = [], []
     for row, rate in zip(rows, rates, strict=True):
         if config.drop_solved and rate >= 1.0:

@@ -9,6 +9,7 @@ problem's pass rate with k samples from the current model, then
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,7 +99,11 @@ def pass_rates(
         return []
     tokenizer = getattr(engine, "tokenizer", None)
     rendered = [render(tokenizer, p["prompt"], p.get("messages")) if tokenizer else p["prompt"] for p in problems]
-    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    # One seed per problem, from its prompt: a problem's samples do not depend on which other
+    # problems share the call (chunking, order, a rerun over a grown table).
+    seeds = tuple(int.from_bytes(hashlib.blake2b(f"{seed}/{p['prompt']}".encode(), digest_size=8).digest(), "big") >> 1
+                  for p in problems)  # fmt: skip
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, seeds=seeds)
     out = sorted(engine.generate(rendered, k, sampling), key=lambda c: c.prompt_index)
     rows = [problems[c.prompt_index] for c in out]
     scores = score([r["prompt"] for r in rows], [c.final_text for c in out], rows)
