@@ -12,7 +12,9 @@ rollout budget), on the curated train items:
                   accuracy from stored rollouts, easiest pending item in)
 Held-out items (greedy): verifiable accuracy; open-ended final-answer accuracy and rubric score
 (the same keyword judge on the gold rubric — there is no second judge offline); judge questions
-and generated tokens per arm from train_metrics / rollouts.
+and generated tokens per arm from train_metrics / rollouts. `--eesft`: exploration-expanding SFT
+picks (2 per problem from the start's correct samples at T = 0.7, 1.0, 1.3; character 4-grams, as
+the chains have few words) vs random picks of the same size.
 """
 
 from __future__ import annotations
@@ -106,6 +108,14 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
         results[arm] = {**evaluate(result.checkpoint, heldout, args.max_new), **run_cost(store, f"{arm}-{seed}"),
                         "wall_s": time.perf_counter() - t0}  # fmt: skip
         print(f"  seed {seed} {arm}: {results[arm]}", flush=True)
+    if args.eesft:  # exploration-expanding SFT picks from the start's own correct samples, vs random picks
+        from reasonloop.flows.drsci import eesft_task
+
+        cov = eesft_task.fn(str(store.root), "dr_sci_curated", [str(start)], samples=4, per_problem=2, unit="char",
+                            max_new_tokens=args.max_new, seed=seed)  # fmt: skip
+        print(f"  seed {seed} eesft: {cov}", flush=True)
+        results["eesft"] = {"coverage_greedy": cov["coverage_greedy"], "coverage_random": cov["coverage_random"],
+                            "picked": cov["picked"]}  # fmt: skip
     return results
 
 
@@ -120,6 +130,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="samples per item for the pass rate")
     parser.add_argument("--max-new", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eesft", action="store_true", help="also: greedy vs random 4-gram coverage of EESFT picks")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -136,6 +147,12 @@ def main() -> None:
             values = [r[arm].get(m) for r in per_seed if m in r[arm]]
             cells.append(f"{statistics.mean(values):.3f} ({min(values):.3f}..{max(values):.3f})" if values else "—")
         print(f"| {arm} | " + " | ".join(cells) + " |")
+    if args.eesft:
+        greedy, rand = ([r["eesft"][k] for r in per_seed] for k in ("coverage_greedy", "coverage_random"))
+        print(
+            f"EESFT char 4-grams covered by the picks: greedy {statistics.mean(greedy):.0f}, random "
+            f"{statistics.mean(rand):.0f} (ratio {statistics.mean(g / r for g, r in zip(greedy, rand, strict=True)):.2f})"
+        )
 
 
 if __name__ == "__main__":
