@@ -36,6 +36,7 @@ from reasonloop.flows.drsci import load_rows, row_score
 from reasonloop.storage import ReplayStore
 from reasonloop.tasks.curation.pipeline import CurationConfig, curate, curated_row
 from reasonloop.tasks.engines import SamplingParams, make_engine
+from reasonloop.tasks.models import init_model
 from reasonloop.tasks.recipes.dr_sci import DrSciConfig, generate
 from reasonloop.tasks.rewards.rubric import KeywordJudge, RubricScorer
 from reasonloop.tasks.rewards.science import rule_scores
@@ -45,16 +46,6 @@ from reasonloop.trainers.run import run_rl, run_sft_to
 ARMS = {"rule": {"rewards": "rule"}, "unified": {"rewards": "unified"},
         "unified+curr": {"rewards": "unified", "dynamic_curriculum": True}}  # fmt: skip
 METRICS = ("verifiable_acc", "open_answer_acc", "open_rubric", "judge_questions", "gen_tokens", "retired")
-
-
-def build_model(kind: str, out: Path, seed: int) -> Path:
-    if kind == "char":
-        from reasonloop.tasks.models.tiny import init_tiny_model
-
-        return init_tiny_model(out, seed=seed)
-    from reasonloop.tasks.models.bpe import init_bpe_model
-
-    return init_bpe_model(out, seed=seed)
 
 
 def evaluate(model: Path, heldout: list[dict], max_new: int) -> dict[str, float]:
@@ -89,7 +80,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
     store.write("sft_samples", samples)
     threads = {"torch_threads": args.threads}
     start = run_sft_to(store, SFTConfig(steps=args.sft_steps, batch_size=32, lr=1e-3, seed=seed, source="dr_sci",
-                                        **threads), model=build_model(args.model, work / "base", seed),
+                                        **threads), model=init_model(args.model, work / "base", seed),
                        out=work / "start").checkpoint  # fmt: skip
     heldout = load_rows(store, ["dr_sci"], ["heldout"])
     policy = make_engine("transformers", model=str(start), batch_size=256)

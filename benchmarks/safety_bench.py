@@ -39,6 +39,7 @@ from transformers.utils import logging as hf_logging
 
 from reasonloop.flows.safety import RLBF_REWARDS, safe_responses
 from reasonloop.storage import ReplayStore
+from reasonloop.tasks.models import init_model
 from reasonloop.tasks.models.loading import load_tokenizer
 from reasonloop.tasks.recipes.arith import ArithConfig
 from reasonloop.tasks.recipes.arith import generate as arith
@@ -55,16 +56,6 @@ METRICS = ("violation_rate", "sampled_violation_rate", "prefill_violation_rate",
            "false_backtrack_rate", "over_trigger_rate", "malformed_rate", "accuracy", "clean_accuracy")  # fmt: skip
 
 
-def build_model(kind: str, out: Path, seed: int) -> Path:
-    if kind == "char":
-        from reasonloop.tasks.models.tiny import init_tiny_model
-
-        return init_tiny_model(out, seed=seed)
-    from reasonloop.tasks.models.bpe import init_bpe_model
-
-    return init_bpe_model(out, seed=seed)
-
-
 def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[str, float]]:
     store = ReplayStore(work / "store")
     safety_config = SafetyConfig(n=args.n, max_digits=2, unsafe_fraction=args.unsafe_fraction, seed=seed)
@@ -72,7 +63,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
         store.write("problems", problems)
         store.write("sft_samples", samples)
     threads = {"torch_threads": args.threads}
-    base = build_model(args.model, work / "base", seed)
+    base = init_model(args.model, work / "base", seed)
     start = run_sft_to(store, SFTConfig(steps=args.start_steps, batch_size=32, lr=1e-3, seed=seed, **threads),
                        model=base, out=work / "start").checkpoint  # fmt: skip
     store.write("sft_samples", build(safe_responses(store, "gold"), load_tokenizer(start), BsafeConfig(seed=seed)))

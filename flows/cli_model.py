@@ -35,15 +35,13 @@ def init(
 ) -> None:
     """Build a small model with a tokenizer trained here (loads with from_pretrained, no network)."""
     quiet_transformers()
-    from reasonloop.tasks.models.bpe import init_bpe_model
-    from reasonloop.tasks.models.tiny import init_tiny_model
+    from reasonloop.tasks.models import KINDS, init_model
 
-    builders = {"char": init_tiny_model, "bpe": init_bpe_model}
-    if tokenizer not in builders:
+    if tokenizer not in KINDS:
         typer.echo("error: --tokenizer must be char or bpe", err=True)
         raise typer.Exit(2)
     try:
-        path = builders[tokenizer](out, size=size, seed=seed)
+        path = init_model(tokenizer, out, size=size, seed=seed)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
