@@ -1,6 +1,6 @@
 """Dr. SCI arms from one SFT'd start (the `dr_sci` recipe; tiny char Llama or the BPE Qwen2).
 
-    python benchmarks/drsci_bench.py [--seeds 0 1 2] [--model char|bpe] [--steps 40]
+    python benchmarks/drsci_bench.py [--seeds 0 1 2] [--model char|bpe] [--steps 150] [--eesft]
 
 Per seed: the recipe (verifiable and open-ended items), a fresh model SFT'd on its gold chains
 (the shared start), then the curation flow's stages with that model as the pass-rate policy (--k;
@@ -12,7 +12,8 @@ rollout budget), on the curated train items:
                   accuracy from stored rollouts, easiest pending item in)
 Held-out items (greedy): verifiable accuracy; open-ended final-answer accuracy and rubric score
 (the same keyword judge on the gold rubric — there is no second judge offline); judge questions
-and generated tokens per arm from train_metrics / rollouts. `--eesft`: exploration-expanding SFT
+and generated tokens per arm from train_metrics / rollouts; the training reward (mean of the
+first and of the last 10 steps) says whether RL moved what it optimizes. `--eesft`: exploration-expanding SFT
 picks (2 per problem from the start's correct samples at T = 0.7, 1.0, 1.3; character 4-grams, as
 the chains have few words) vs random picks of the same size.
 """
@@ -45,7 +46,8 @@ from reasonloop.trainers.run import run_rl, run_sft_to
 
 ARMS = {"rule": {"rewards": "rule"}, "unified": {"rewards": "unified"},
         "unified+curr": {"rewards": "unified", "dynamic_curriculum": True}}  # fmt: skip
-METRICS = ("verifiable_acc", "open_answer_acc", "open_rubric", "judge_questions", "gen_tokens", "retired")
+METRICS = ("verifiable_acc", "open_answer_acc", "open_rubric", "reward_first10", "reward_last10", "judge_questions",
+           "gen_tokens", "retired")  # fmt: skip
 
 
 def evaluate(model: Path, heldout: list[dict], max_new: int) -> dict[str, float]:
@@ -69,8 +71,12 @@ def run_cost(store: ReplayStore, run_id: str) -> dict[str, float]:
         "FROM train_metrics WHERE run_id = $r", {"r": run_id},
     ).to_pylist()[0]  # fmt: skip
     tokens = store.query("SELECT sum(len(completion_ids)) AS t FROM rollouts WHERE run_id = $r", {"r": run_id})
+    rewards = [r["m"] for r in store.query(
+        "SELECT metrics['reward_mean'] AS m FROM train_metrics WHERE run_id = $r ORDER BY step", {"r": run_id}
+    ).to_pylist()]  # fmt: skip
     return {"judge_questions": float(row["q"] or 0), "retired": float(row["r"] or 0),
-            "gen_tokens": float(tokens.to_pylist()[0]["t"] or 0)}  # fmt: skip
+            "gen_tokens": float(tokens.to_pylist()[0]["t"] or 0), "reward_first10": statistics.mean(rewards[:10]),
+            "reward_last10": statistics.mean(rewards[-10:])}  # fmt: skip
 
 
 def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[str, float]]:
@@ -92,6 +98,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
     for arm, options in ARMS.items():
         config = TrainConfig(
             steps=args.steps, prompts_per_step=8, group_size=8, max_completion_length=args.max_new, lr=args.lr,
+            temperature=args.temperature,
             source="dr_sci_curated", seed=seed, curriculum_min_samples=8, **options, **threads,
         )  # fmt: skip
         t0 = time.perf_counter()
@@ -115,10 +122,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--model", choices=("char", "bpe"), default="char")
     parser.add_argument("--n", type=int, default=4000, help="recipe items drawn")
-    parser.add_argument("--sft-steps", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=40, help="RL steps per arm (8 prompts x 8 samples)")
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--k", type=int, default=4, help="samples per item for the pass rate")
+    parser.add_argument("--sft-steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=150, help="RL steps per arm (8 prompts x 8 samples)")
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--temperature", type=float, default=0.7, help="RL sampling temperature (learning.py's best)")
+    parser.add_argument("--k", type=int, default=8, help="samples per item for the pass rate (the paper's 8)")
     parser.add_argument("--max-new", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eesft", action="store_true", help="also: greedy vs random 4-gram coverage of EESFT picks")
