@@ -270,3 +270,12 @@ def test_judge_engine_in_a_training_config_grades_rubric_items_through_the_engin
     assert reward.drain_metrics()["judge/questions"] == 6
     with pytest.raises(ValueError, match="judge-url"):
         TrainConfig(judge="engine")
+
+
+def test_a_judge_engine_classifies_subjects_in_one_call() -> None:
+    from reasonloop.tasks.curation.clean import judge_subjects
+
+    engine = ScriptedEngine(lambda prompt, i: "chemistry." if "mol" in prompt.split("Question:")[1] else "poetry")
+    rows = [{"prompt": "How many mol of O2?"}, {"prompt": "Why is the sky blue?"}]
+    assert judge_subjects(engine, rows) == ["chemistry", "general_science"]  # an unknown answer is general
+    assert engine.calls == 1
