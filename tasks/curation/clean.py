@@ -97,7 +97,7 @@ def judge_subjects(engine: Any, rows: Sequence[dict]) -> list[str]:
     asks = [f"Classify the question's subject as one of: {', '.join(names)}.\nQuestion: {r['prompt']}\nSubject:"
             for r in rows]  # fmt: skip
     out = sorted(
-        engine.generate(asks, 1, SamplingParams(temperature=0, max_new_tokens=8)), key=lambda c: c.prompt_index
+        engine.generate(asks, 1, SamplingParams(temperature=0, max_new_tokens=24)), key=lambda c: c.prompt_index
     )
     picked = [(c.text.strip().split() or [""])[0].strip(".,:;").lower() for c in out]
     return [p if p in names else GENERAL for p in picked]
