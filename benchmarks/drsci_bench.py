@@ -86,7 +86,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
     store.write("sft_samples", samples)
     threads = {"torch_threads": args.threads}
     start = run_sft_to(store, SFTConfig(steps=args.sft_steps, batch_size=32, lr=1e-3, seed=seed, source="dr_sci",
-                                        **threads), model=init_model(args.model, work / "base", seed),
+                                        **threads), model=init_model(args.model, work / "base", seed=seed),
                        out=work / "start").checkpoint  # fmt: skip
     heldout = load_rows(store, ["dr_sci"], ["heldout"])
     policy = make_engine("transformers", model=str(start), batch_size=256)

@@ -63,7 +63,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
         store.write("problems", problems)
         store.write("sft_samples", samples)
     threads = {"torch_threads": args.threads}
-    base = init_model(args.model, work / "base", seed)
+    base = init_model(args.model, work / "base", seed=seed)
     start = run_sft_to(store, SFTConfig(steps=args.start_steps, batch_size=32, lr=1e-3, seed=seed, **threads),
                        model=base, out=work / "start").checkpoint  # fmt: skip
     store.write("sft_samples", build(safe_responses(store, "gold"), load_tokenizer(start), BsafeConfig(seed=seed)))
