@@ -2,10 +2,11 @@
 
     python benchmarks/drsci_bench.py [--seeds 0 1 2] [--model char|bpe] [--steps 150] [--eesft]
 
-Per seed: the recipe (verifiable and open-ended items), a fresh model SFT'd on its gold chains
-(the shared start), then the curation flow's stages with that model as the pass-rate policy (--k;
-k/k items dropped). RL arms from the start, each the same steps × prompts × group size (matched
-rollout budget), on the curated train items:
+Per seed: the recipe (verifiable and open-ended items; training items split in half by prompt
+hash), a fresh model SFT'd on the gold chains of one half (the shared start), then the curation
+flow's stages over the other half with that model as the pass-rate policy (--k; k/k items
+dropped). RL arms from the start, each the same steps × prompts × group size (matched rollout
+budget), on those curated items:
   rule            rule rewards only (open-ended items scored by their final answer alone)
   unified         rule rewards on verifiable items + rubric rewards (keyword judge) on open ones
   unified+curr    unified, with the dynamic curriculum (D_train active, retire above 0.9 running
@@ -38,6 +39,7 @@ from reasonloop.storage import ReplayStore
 from reasonloop.tasks.curation.pipeline import CurationConfig, curate, curated_row
 from reasonloop.tasks.engines import SamplingParams, make_engine
 from reasonloop.tasks.models import init_model
+from reasonloop.tasks.recipes.arith import is_heldout
 from reasonloop.tasks.recipes.dr_sci import DrSciConfig, generate
 from reasonloop.tasks.rewards.rubric import KeywordJudge, RubricScorer
 from reasonloop.tasks.rewards.science import rule_scores
@@ -79,19 +81,26 @@ def run_cost(store: ReplayStore, run_id: str) -> dict[str, float]:
             "reward_last10": statistics.mean(rewards[-10:])}  # fmt: skip
 
 
+def sft_half(prompt: str) -> bool:
+    """Half of the training items (prompt hash in [10, 55) of 100; held-out items are [0, 10))."""
+    return is_heldout(prompt, 55)
+
+
 def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[str, float]]:
     store = ReplayStore(work / "store")
     problems, samples = generate(DrSciConfig(n=args.n, seed=seed))
     store.write("problems", problems)
-    store.write("sft_samples", samples)
+    # Training items split by prompt hash: SFT on one half, RL on the other. A tiny model SFT'd for
+    # ~25 epochs memorizes its SFT items; RL on those would optimize recall, not reasoning.
+    store.write("sft_samples", [s for s in samples if s["split"] == "train" and sft_half(s["prompt"])])
     threads = {"torch_threads": args.threads}
     start = run_sft_to(store, SFTConfig(steps=args.sft_steps, batch_size=32, lr=1e-3, seed=seed, source="dr_sci",
                                         **threads), model=init_model(args.model, work / "base", seed=seed),
                        out=work / "start").checkpoint  # fmt: skip
     heldout = load_rows(store, ["dr_sci"], ["heldout"])
     policy = make_engine("transformers", model=str(start), batch_size=256)
-    curated = curate(load_rows(store, ["dr_sci"], ["train"]), heldout, CurationConfig(k=args.k, seed=seed),
-                     policy=policy, score=row_score(None))  # fmt: skip
+    rl_items = [r for r in load_rows(store, ["dr_sci"], ["train"]) if not sft_half(r["prompt"])]
+    curated = curate(rl_items, heldout, CurationConfig(k=args.k, seed=seed), policy=policy, score=row_score(None))
     store.write("problems", [curated_row(r, "bench", "dr_sci_curated") for r in curated.rows])
     print(f"  seed {seed}: curation {curated.counts['difficulty']}", flush=True)
     results = {"start": evaluate(start, heldout, args.max_new)}
