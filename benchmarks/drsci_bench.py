@@ -104,6 +104,7 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path) -> dict[str, dict[
     store.write("problems", [curated_row(r, "bench", "dr_sci_curated") for r in curated.rows])
     print(f"  seed {seed}: curation {curated.counts['difficulty']}", flush=True)
     results = {"start": evaluate(start, heldout, args.max_new)}
+    print(f"  seed {seed} start: {results['start']}", flush=True)
     for arm, options in ARMS.items():
         config = TrainConfig(
             steps=args.steps, prompts_per_step=8, group_size=8, max_completion_length=args.max_new, lr=args.lr,
