@@ -18,13 +18,15 @@ def synth(
     n: Annotated[int, typer.Option(help="Items to draw (duplicates dropped).")] = 3000,
     open_fraction: Annotated[float, typer.Option(help="Share of open-ended (rubric) items.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    chat: Annotated[bool, typer.Option(help="Also as conversations (`messages`), for chat templates.")] = False,
     root: RootOption = None,
 ) -> None:
     """`dr_sci` problems (verifiable with units or options; open-ended with rubrics) and gold chains."""
     from reasonloop.flows.drsci import synth_drsci
     from reasonloop.storage.layout import resolve_root
 
-    typer.echo(json.dumps(synth_drsci(str(resolve_root(root)), {"n": n, "open_fraction": open_fraction, "seed": seed})))
+    config = {"n": n, "open_fraction": open_fraction, "seed": seed}
+    typer.echo(json.dumps(synth_drsci(str(resolve_root(root)), config, chat)))
 
 
 @app.command("curate")

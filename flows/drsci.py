@@ -111,6 +111,7 @@ def eesft_task(
     to `per_problem` per problem are picked greedily for unseen n-grams (shared across problems)."""
     from reasonloop.tasks.curation.explore import coverage, greedy_select, random_select
     from reasonloop.tasks.engines import SamplingParams, make_engine
+    from reasonloop.tasks.scheduling.difficulty import rendered_prompts
 
     store = ReplayStore(root)
     problems = load_rows(store, [source], ["train"])
@@ -120,7 +121,7 @@ def eesft_task(
         engine = make_engine("transformers", model=model, batch_size=64)
         for t in temperatures:
             sampling = SamplingParams(temperature=t, max_new_tokens=max_new_tokens, seed=seed)
-            out = engine.generate([p["prompt"] for p in problems], samples, sampling)
+            out = engine.generate(rendered_prompts(engine, problems), samples, sampling)
             ok = score([problems[c.prompt_index]["prompt"] for c in out], [c.final_text for c in out],
                        [problems[c.prompt_index] for c in out])  # fmt: skip
             for c, s in zip(out, ok, strict=True):
@@ -140,9 +141,13 @@ def eesft_task(
             "coverage_random": coverage(random_texts, range(len(random_texts)), unit=unit)}  # fmt: skip
 
 
-def synth_drsci(root: str, config: dict) -> dict[str, int]:
+def synth_drsci(root: str, config: dict, chat: bool = False) -> dict[str, int]:
+    """The recipe into the store; `chat`: also as conversations (instruct models' chat templates)."""
+    from reasonloop.tasks.recipes.chat import as_chat
     from reasonloop.tasks.recipes.dr_sci import DrSciConfig, generate
 
     problems, samples = generate(DrSciConfig(**config))
+    if chat:
+        problems, samples = as_chat(problems, samples)
     store = ReplayStore(root)
     return {t: store.write(t, rows).committed for t, rows in (("problems", problems), ("sft_samples", samples))}

@@ -177,3 +177,37 @@ def test_ingest_from_a_datasets_folder_maps_columns(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["store", "ingest", "problems", "--from-hf", str(folder), "--map", "prompt",
                                    "--root", str(root)])  # fmt: skip
     assert bad.exit_code == 2 and "--map" in bad.output
+
+
+def test_chat_items_reach_the_pass_rate_policy_as_conversations(tmp_path: Path, base_model: Path) -> None:
+    """`drsci synth --chat` rows keep `messages` through curation, and the pass-rate policy gets
+    them as conversations (the chat-template policy of training, tasks/prompts.py)."""
+    from reasonloop.flows.drsci import load_rows, row_score, synth_drsci
+    from reasonloop.tasks.curation.pipeline import CurationConfig, curate, curated_row
+    from reasonloop.tasks.engines.fake import ScriptedEngine
+    from reasonloop.tasks.models.loading import load_tokenizer
+
+    root = tmp_path / "store"
+    synth_drsci(str(root), {"n": 40, "seed": 4}, chat=True)
+    store = ReplayStore(root)
+    seen: list[str] = []
+
+    class Policy(ScriptedEngine):
+        tokenizer = load_tokenizer(base_model)
+
+        def generate(self, prompts: list, n: int, sampling: object) -> list:
+            seen.extend(prompts)
+            return super().generate(prompts, n, sampling)
+
+    rows = load_rows(store, ["dr_sci"], ["train"])
+    out = curate(rows, [], CurationConfig(k=2), policy=Policy(lambda p, i: "#no"), score=row_score(None))
+    # conversations, which an engine renders with the model's chat template (as in training)
+    assert len(seen) == len(rows) and all(isinstance(p, list) and p[-1]["role"] == "user" for p in seen)
+    assert rows[0]["messages"] in seen
+    from reasonloop.tasks.engines import make_engine
+    from reasonloop.tasks.scheduling.difficulty import pass_rates
+
+    real = make_engine("transformers", model=str(base_model), batch_size=8)  # renders the template itself
+    rates = pass_rates(real, rows[:4], row_score(None), k=2, max_new_tokens=8)
+    assert len(rates) == 4 and all(r in (0.0, 0.5, 1.0) for r in rates)
+    assert all(curated_row(r, "x", "c")["messages"] == r["messages"] for r in out.rows)

@@ -40,12 +40,18 @@ class Annotated:
 PROMISING = 3.0
 
 
+def rendered_prompts(engine: Engine, problems: Sequence[dict]) -> list:
+    """Prompts as the engine's model sees them in training: problems with `messages` go through its
+    tokenizer's chat template (tasks/prompts.py); engines without a tokenizer get the plain text."""
+    tokenizer = getattr(engine, "tokenizer", None)
+    return [render(tokenizer, p["prompt"], p.get("messages")) if tokenizer else p["prompt"] for p in problems]
+
+
 def annotate(
     engine: Engine, problems: Sequence[dict], *, k: int = 4, max_new_tokens: int = 48, seed: int = 0
 ) -> list[Annotated]:
     """Pass rate and mean process score of k samples per problem from `engine`'s model."""
-    tokenizer = getattr(engine, "tokenizer", None)  # chat problems go through its template (tasks/prompts.py)
-    rendered = [render(tokenizer, p["prompt"], p.get("messages")) if tokenizer else p["prompt"] for p in problems]
+    rendered = rendered_prompts(engine, problems)
     prompts = [p["prompt"] for p in problems]
     out = engine.generate(rendered, k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
     rows = [problems[c.prompt_index] for c in out]
@@ -97,8 +103,7 @@ def pass_rates(
     success rate Dr. SCI uses as difficulty (SPECS §6); None counts as a failure."""
     if not problems:
         return []
-    tokenizer = getattr(engine, "tokenizer", None)
-    rendered = [render(tokenizer, p["prompt"], p.get("messages")) if tokenizer else p["prompt"] for p in problems]
+    rendered = rendered_prompts(engine, problems)
     # One seed per problem, from its prompt: a problem's samples do not depend on which other
     # problems share the call (chunking, order, a rerun over a grown table).
     seeds = tuple(int.from_bytes(hashlib.blake2b(f"{seed}/{p['prompt']}".encode(), digest_size=8).digest(), "big") >> 1
