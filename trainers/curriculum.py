@@ -30,18 +30,21 @@ class DynamicCurriculum:
         self.train = [p for p in problems if rate(p) is None or pending_max < rate(p) < 1.0]
         self.pending = sorted((p for p in problems if rate(p) is not None and rate(p) <= pending_max),
                               key=lambda p: (-rate(p), p["id"]))  # fmt: skip
-        self.discarded = len(problems) - len(self.train) - len(self.pending)
         if not self.train and not self.pending:
             raise ValueError("dynamic curriculum: every problem is solved (pass_rate 1): nothing to train on")
         self.order = self.train + self.pending
         self.size = len(self.train) or len(self.pending)
         self.reader, self.run_id, self.metric = reader, run_id, metric
         self.retire_at, self.min_samples = retire_at, min_samples
+        self.pending_ids = {p["id"] for p in self.pending}
         self.stats: dict[str, float] = {}
+        self.chosen: tuple[int, list[dict]] = (-1, [])  # (step, its active set): refill rounds ask again
 
     def active(self, step: int) -> list[dict]:
         from reasonloop.storage.samplers import problem_accuracy  # the store is the data path
 
+        if self.chosen[0] == step:
+            return self.chosen[1]
         acc = problem_accuracy(self.reader, self.run_id, self.metric, before=step)
 
         def retired(p: dict) -> bool:
@@ -50,10 +53,10 @@ class DynamicCurriculum:
 
         live = [p for p in self.order if not retired(p)]
         chosen = live[: self.size] or self.order[-self.size :]  # everything retired: keep the hardest
-        pending_ids = {p["id"] for p in self.pending}
         self.stats = {
             "curriculum/active": float(len(chosen)), "curriculum/retired": float(len(self.order) - len(live)),
-            "curriculum/from_pending": float(sum(p["id"] in pending_ids for p in chosen)),
-            "curriculum/pending_left": float(sum(p["id"] in pending_ids for p in live[self.size :])),
+            "curriculum/from_pending": float(sum(p["id"] in self.pending_ids for p in chosen)),
+            "curriculum/pending_left": float(sum(p["id"] in self.pending_ids for p in live[self.size :])),
         }  # fmt: skip
+        self.chosen = (step, chosen)
         return chosen

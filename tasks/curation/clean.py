@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from reasonloop.tasks.rewards.rubric import parse_item
+from reasonloop.tasks.rewards.rubric import first_word, parse_item
 from reasonloop.tasks.rewards.units import canonical_quantity
 
 Dropped = tuple[dict, str]
@@ -76,7 +76,10 @@ def clean(rows: Sequence[dict]) -> tuple[list[dict], list[Dropped]]:
     kept, dropped = [], []
     for row in rows:
         why = answer_problem(row)
-        (dropped.append((row, f"clean: {why}")) if why else kept.append(row))
+        if why:
+            dropped.append((row, f"clean: {why}"))
+        else:
+            kept.append(row)
     return kept, dropped
 
 
@@ -99,7 +102,7 @@ def judge_subjects(engine: Any, rows: Sequence[dict]) -> list[str]:
     out = sorted(
         engine.generate(asks, 1, SamplingParams(temperature=0, max_new_tokens=24)), key=lambda c: c.prompt_index
     )
-    picked = [(c.text.strip().split() or [""])[0].strip(".,:;").lower() for c in out]
+    picked = [first_word(c.text).lower() for c in out]
     return [p if p in names else GENERAL for p in picked]
 
 

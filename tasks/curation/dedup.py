@@ -130,6 +130,11 @@ def near_pairs(texts: Sequence[str], threshold: float) -> set[tuple[int, int]]:
     return pairs
 
 
+def _name(row: dict) -> str:
+    """How a reason names a row: its id, or its prompt when it has none yet."""
+    return str(row.get("id") or row["prompt"])
+
+
 def deduplicate(rows: Sequence[dict], threshold: float = 0.85) -> tuple[list[dict], list[Dropped]]:
     clusters = _clusters(len(rows), near_pairs([r["prompt"] for r in rows], threshold))
     kept, dropped = [], []
@@ -137,9 +142,9 @@ def deduplicate(rows: Sequence[dict], threshold: float = 0.85) -> tuple[list[dic
         head = rows[members[0]]
         if all(equivalent(head, rows[m]) for m in members[1:]):
             kept.append(members[0])
-            dropped += [(rows[m], f"dedup: duplicate of {head.get('id') or head['prompt']!r}") for m in members[1:]]
+            dropped += [(rows[m], f"dedup: duplicate of {_name(head)!r}") for m in members[1:]]
         else:
-            ids = ", ".join(str(rows[m].get("id") or rows[m]["prompt"]) for m in members)
+            ids = ", ".join(_name(rows[m]) for m in members)
             dropped += [(rows[m], f"dedup: conflicting duplicates (answers disagree): {ids}") for m in members]
     return [rows[i] for i in sorted(kept)], dropped
 
@@ -158,6 +163,7 @@ def decontaminate(
             e, t = (a, b) if a < n_eval else (b, a)
             hit.setdefault(t - n_eval, e)
     kept = [r for i, r in enumerate(rows) if i not in hit]
-    dropped = [(rows[i], f"decontaminate: overlaps evaluation item {eval_rows[e].get('id') or eval_rows[e]['prompt']!r}")
-               for i, e in sorted(hit.items())]  # fmt: skip
+    dropped = [
+        (rows[i], f"decontaminate: overlaps evaluation item {_name(eval_rows[e])!r}") for i, e in sorted(hit.items())
+    ]
     return kept, dropped

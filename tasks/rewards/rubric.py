@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from reasonloop.tasks.rewards.answers import extract_answer, normalize_answer
@@ -42,6 +43,7 @@ class RubricItem:
         return f"{self.tag}: {self.criterion}" + (f" [kw: {kw}]" if kw else "")
 
 
+@lru_cache(maxsize=65_536)  # the same rubrics are parsed at every scoring of their problem
 def parse_item(text: str) -> RubricItem:
     """A rubric item from its string form; ValueError names what is wrong."""
     found = _ITEM.match(text or "")
@@ -120,9 +122,13 @@ ANSWER_TEMPLATE = (
 )
 
 
+def first_word(text: str) -> str:
+    """A judge's answer: its first word without trailing punctuation ('' for an empty answer)."""
+    return (text.strip().split() or [""])[0].strip(".,:;!")
+
+
 def parse_yes_no(text: str) -> bool | None:
-    word = (text.strip().split() or [""])[0].strip(".,:;!").upper()
-    return {"YES": True, "NO": False}.get(word)
+    return {"YES": True, "NO": False}.get(first_word(text).upper())
 
 
 class EngineJudge:
@@ -154,10 +160,10 @@ class RubricScorer:
 
     def verdicts(self, questions: Sequence[Question]) -> list[bool | None]:
         keys = [q.key(self.judge.name) for q in questions]
-        out: list[bool | None] = [self.cache.get(k) for k in keys]
-        self.counts["judge/cache_hits"] += sum(v is not None for v in out)
-        todo = list(dict.fromkeys(k for k, v in zip(keys, out, strict=True) if v is None))
-        first = {k: q for k, q in zip(keys, questions, strict=True)}
+        known = {k: self.cache[k] for k in keys if k in self.cache}
+        self.counts["judge/cache_hits"] += sum(k in known for k in keys)
+        question_of = dict(zip(keys, questions, strict=True))
+        todo = [k for k in question_of if k not in known]  # each distinct question once
         for attempt in range(self.retries + 1):
             if not todo:
                 break
@@ -167,18 +173,18 @@ class RubricScorer:
             self.counts["judge/calls"] += 1
             self.counts["judge/questions"] += len(todo)
             try:
-                answers = self.judge([first[k] for k in todo])
+                answers = self.judge([question_of[k] for k in todo])
             except Exception:  # a judge server error: ask again after the backoff
                 self.counts["judge/errors"] += 1
                 continue
             for k, a in zip(todo, answers, strict=True):
-                if a is not None and len(self.cache) < self.cache_size:
-                    self.cache[k] = a
-            resolved = dict(zip(todo, answers, strict=True))
-            out = [v if v is not None else resolved.get(k) for k, v in zip(keys, out, strict=True)]
-            todo = [k for k in todo if resolved.get(k) is None]
+                if a is not None:
+                    known[k] = a
+                    if len(self.cache) < self.cache_size:
+                        self.cache[k] = a
+            todo = [k for k in todo if k not in known]
         self.counts["judge/unanswered"] += len(todo)
-        return out
+        return [known.get(k) for k in keys]
 
     def __call__(
         self, prompts: Sequence[str], responses: Sequence[str], answers: Sequence[str], rubrics: Sequence[Any]

@@ -20,21 +20,23 @@ from reasonloop.tasks.rewards.registry import completion_text, get_reward, regis
 from reasonloop.tasks.rewards.rubric import KeywordJudge, RubricScorer
 
 
-def _columns(completions: list, answer: list, answer_type: list | None, rubric: list | None) -> tuple[list, list, list]:
-    n = len(completions)
-    return [completion_text(c) for c in completions], list(answer_type or [None] * n), list(rubric or [None] * n)
+def _open_rows(types: list) -> list[int]:
+    return [i for i, t in enumerate(types) if t == "rubric"]
+
+
+def _scored(out: list, rows: list[int], scores: list) -> list[float | None]:
+    """`out` with `scores` written at `rows`."""
+    for i, s in zip(rows, scores, strict=True):
+        out[i] = s
+    return out
 
 
 def rule_scores(prompts: list, completions: list, answer: list, answer_type: list | None = None, **_: Any) -> list:
-    texts, types, _r = _columns(completions, answer, answer_type, None)
-    out = score_by_answer_type(prompts, texts, answer, types)
-    open_rows = [i for i, t in enumerate(types) if t == "rubric"]
-    if open_rows:
-        exact = get_reward("exact")([prompts[i] for i in open_rows], [texts[i] for i in open_rows],
-                                    answer=[answer[i] for i in open_rows])  # fmt: skip
-        for i, s in zip(open_rows, exact, strict=True):
-            out[i] = s
-    return out
+    texts, types = [completion_text(c) for c in completions], list(answer_type or [None] * len(completions))
+    opened = _open_rows(types)
+    exact = get_reward("exact")([prompts[i] for i in opened], [texts[i] for i in opened],
+                                answer=[answer[i] for i in opened]) if opened else []  # fmt: skip
+    return _scored(score_by_answer_type(prompts, texts, answer, types), opened, exact)
 
 
 class RubricReward:
@@ -47,14 +49,15 @@ class RubricReward:
         self, prompts: list, completions: list, answer: list, answer_type: list | None = None,
         rubric: list | None = None, **_: Any,
     ) -> list[float | None]:  # fmt: skip
-        texts, types, rubrics = _columns(completions, answer, answer_type, rubric)
-        out = rule_scores(prompts, texts, answer, types) if self.unified else [None] * len(texts)
-        open_rows = [i for i, t in enumerate(types) if t == "rubric"]
-        scores = self.scorer([str(prompts[i]) for i in open_rows], [texts[i] for i in open_rows],
-                             [answer[i] for i in open_rows], [rubrics[i] for i in open_rows])  # fmt: skip
-        for i, s in zip(open_rows, scores, strict=True):
-            out[i] = s
-        return out
+        n = len(completions)
+        texts, types = [completion_text(c) for c in completions], list(answer_type or [None] * n)
+        rubrics = list(rubric or [None] * n)  # a rubric row with no rubric column scores None
+        # verifiable rows by their checker (unified); open-ended rows by the rubric alone
+        out = score_by_answer_type(prompts, texts, answer, types) if self.unified else [None] * n
+        opened = _open_rows(types)
+        scores = self.scorer([str(prompts[i]) for i in opened], [texts[i] for i in opened],
+                             [answer[i] for i in opened], [rubrics[i] for i in opened])  # fmt: skip
+        return _scored(out, opened, scores)
 
     def drain_metrics(self) -> dict[str, float]:
         return self.scorer.drain_metrics()
