@@ -83,6 +83,16 @@ def synthesize_and_check(
     return {"seed": seed, "written": written, "check": check_retrain(root, threshold, tables)}
 
 
+def finished_checkpoint(store: ReplayStore, run_id: str, steps: int) -> str | None:
+    """The path of run `run_id`'s checkpoint at its last step `steps`, if that run already finished."""
+    rows = store.query(
+        "SELECT path FROM checkpoints WHERE run_id = $run AND step = $step AND kind <> 'deleted' "
+        "ORDER BY kind DESC LIMIT 1",
+        {"run": run_id, "step": steps},
+    ).column("path")
+    return rows[0].as_py() if len(rows) else None
+
+
 @flow(name="retrain")
 def retrain(
     root: str, run_id: str, base_model: str, config: dict | None = None, tables: list[str] | None = None
@@ -91,9 +101,14 @@ def retrain(
     (`config`: TrainConfig fields, default `retrain_config()`). The checkpoint records the positions
     of `tables` it started from (its data watermark)."""
     store = ReplayStore(root)
+    train_config = TrainConfig(**(config or retrain_config()))
+    done = finished_checkpoint(store, run_id, train_config.steps)
+    if done is not None:
+        # A late duplicate event for this run (one the trigger's concurrency limit could not cancel
+        # because the first run had already finished): the run is done, so nothing is trained or emitted.
+        return {"run_id": run_id, "checkpoint": done, "skipped": "already trained"}
     positions = data_positions(store, tuple(tables or DEFAULT_TABLES))
     incumbent = current_incumbent(store, base_model)
-    train_config = TrainConfig(**(config or retrain_config()))
     checkpoint = train_task.with_options(name="retrain")(
         root, incumbent.path, run_id, asdict(train_config), data_watermark=positions
     )

@@ -184,9 +184,16 @@ def test_threshold_event_retrains_evaluates_and_promotes(tmp_path: Path, tiny_mo
             lambda: len(r := [x for x in api.runs("retrain") if x["parameters"]["run_id"] == "retrain-burst"]) == 5
             and terminal(r) and r,
         )  # fmt: skip
+        # Duplicates arriving while the first run holds the slot are cancelled by the trigger's
+        # concurrency limit; one arriving after it finished completes without training (retrain is
+        # idempotent per run_id). Either way: one checkpoint, one evaluation.
         states = sorted(r["state_type"] for r in runs)
-        assert states == ["CANCELLED"] * 4 + ["COMPLETED"], states
+        assert set(states) <= {"CANCELLED", "COMPLETED"} and "COMPLETED" in states, states
         wait_for("the burst's evaluation", lambda: len(store.query("SELECT id FROM promotions")) == 2)
+        trained = store.query("SELECT path FROM checkpoints WHERE run_id = 'retrain-burst'")
+        assert trained.num_rows == 1
+        time.sleep(3)
+        assert len(store.query("SELECT id FROM promotions")) == 2
 
 
 def _seconds(iso: str) -> float:

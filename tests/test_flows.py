@@ -93,6 +93,30 @@ def test_evaluate_and_promote_both_branches(harness, tmp_path: Path, tiny_model_
     assert first["retrain_due_again"] is False
 
 
+def test_retrain_twice_for_one_run_trains_once(harness, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A duplicate RETRAIN_DUE event that starts a second run after the first finished trains nothing
+    and emits nothing (the run is keyed by its run_id)."""
+    from reasonloop.flows.prefect_env import no_heartbeat
+    from reasonloop.flows.retrain import retrain
+    from reasonloop.storage import ReplayStore
+    from reasonloop.tasks.recipes.veritime import VeriTimeConfig, generate
+
+    store = ReplayStore(tmp_path / "store")
+    store.write("problems", generate(VeriTimeConfig(n=200, seed=1))[0])
+    config = {"algo": "dapo", "steps": 1, "prompts_per_step": 2, "group_size": 2, "max_completion_length": 8,
+              "rewards": "veritime", "source": "veritime"}  # fmt: skip
+    args = {"root": str(store.root), "run_id": "retrain-x", "base_model": str(tiny_model_dir), "config": config}
+    with no_heartbeat():
+        first = retrain(**args)
+        rollouts = store.query("SELECT count(*) AS n FROM rollouts").column("n")[0].as_py()
+        second = retrain(**args)
+    assert "skipped" not in first and second == {
+        "run_id": "retrain-x", "checkpoint": first["checkpoint"], "skipped": "already trained"
+    }
+    assert store.query("SELECT count(*) AS n FROM rollouts").column("n")[0].as_py() == rollouts > 0
+    assert store.query("SELECT path FROM checkpoints").column("path").to_pylist() == [first["checkpoint"]]
+
+
 def _engine(url: str) -> dict:
     return {"name": "openai", "base_url": url, "model": "m", "max_concurrency": 2, "max_retries": 0, "backoff_s": 0.01}
 
