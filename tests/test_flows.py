@@ -111,7 +111,9 @@ def test_retrain_twice_for_one_run_trains_once(harness, tmp_path: Path, tiny_mod
         rollouts = store.query("SELECT count(*) AS n FROM rollouts").column("n")[0].as_py()
         second = retrain(**args)
     assert "skipped" not in first and second == {
-        "run_id": "retrain-x", "checkpoint": first["checkpoint"], "skipped": "already trained"
+        "run_id": "retrain-x",
+        "checkpoint": first["checkpoint"],
+        "skipped": "already trained",
     }
     assert store.query("SELECT count(*) AS n FROM rollouts").column("n")[0].as_py() == rollouts > 0
     assert store.query("SELECT path FROM checkpoints").column("path").to_pylist() == [first["checkpoint"]]
