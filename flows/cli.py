@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from reasonloop.flows.cli_drsci import app as drsci_app
+from reasonloop.flows.cli_igrpo import app as igrpo_app
+from reasonloop.flows.cli_igrpo import evaluate as evaluate_command
 from reasonloop.flows.cli_model import app as model_app
 from reasonloop.flows.cli_model import generate as generate_command
 from reasonloop.flows.cli_safety import app as safety_app
@@ -29,10 +31,12 @@ app.add_typer(model_app, name="model")
 app.add_typer(synth_app, name="synth")
 app.add_typer(safety_app, name="safety")
 app.add_typer(drsci_app, name="drsci")
+app.add_typer(igrpo_app, name="igrpo")
 app.command("generate")(generate_command)
 app.command("train")(train_command)
 app.command("sft")(sft_command)
 app.command("dpo")(dpo_command)
+app.command("evaluate")(evaluate_command)
 app.command("rollout-worker")(rollout_worker_command)
 app.command("serve")(serve)
 app.command("check-retrain")(check_retrain_command)

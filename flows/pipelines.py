@@ -121,13 +121,15 @@ def rollout_task(root: str, model: str, run_id: str, config: dict) -> int:
 @task(name="evaluate", cache_policy=NO_CACHE, retries=1)
 def evaluate_task(
     root: str, model: str, split: str, source: str, limit: int, max_new_tokens: int, engine: str = "transformers",
-    engine_url: str = "", corrections: int = 0, backtrack: bool = False,
+    engine_url: str = "", corrections: int = 0, backtrack: bool = False, refine: dict | None = None,
 ) -> dict:  # fmt: skip
+    """`refine`: iGRPO's second pass ({} for the defaults, or template / request)."""
     from reasonloop.trainers.run import evaluate_model
 
+    second = {} if refine is None else {"refine": True, **{f"refine_{k}": v for k, v in refine.items()}}
     return evaluate_model(
         ReplayStore(root), model, split=split, source=source, limit=limit, max_new_tokens=max_new_tokens,
-        engine=engine, engine_url=engine_url, corrections=corrections, backtrack=backtrack,
+        engine=engine, engine_url=engine_url, corrections=corrections, backtrack=backtrack, **second,
     )  # fmt: skip
 
 
@@ -162,8 +164,11 @@ def train(root: str, model: str, run_id: str, config: dict | None = None, resume
 @flow(name="evaluate")
 def evaluate(
     root: str, model: str, split: str = "heldout", source: str = "", limit: int = 512, max_new_tokens: int = 64,
-    engine: str = "transformers", engine_url: str = "", corrections: int = 0,
+    engine: str = "transformers", engine_url: str = "", corrections: int = 0, refine: dict | None = None,
 ) -> dict:  # fmt: skip
     """Greedy accuracy per task type and pass@k on a held-out split (`engine`: transformers, vllm,
-    or openai with the server at `engine_url`); `corrections` > 0: Octopus's test-time scaling."""
-    return evaluate_task(root, model, split, source, limit, max_new_tokens, engine, engine_url, corrections)
+    or openai with the server at `engine_url`); `corrections` > 0: Octopus's test-time scaling;
+    `refine` ({} or template / request): iGRPO's draft -> refine second pass."""
+    return evaluate_task(
+        root, model, split, source, limit, max_new_tokens, engine, engine_url, corrections, refine=refine
+    )

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from reasonloop.tasks.recipes.igrpo_refine import template_text
+
 
 def opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -123,9 +125,10 @@ class TrainConfig(ModelOptions):
     judge_url: str = opt("", "engine judge: the server's base URL.")
     judge_model: str = opt("", "engine judge: the served model's name.")
     igrpo_drafts: int = opt(0, "iGRPO drafts per prompt N (0 = group_size / 2); refinements = group_size - N.")
-    igrpo_select: str = opt("best", "iGRPO draft selection: best | worst | random (ties: the step's RNG).")
+    igrpo_select: str = opt("best", "iGRPO draft selection: best | worst | random (ties: the step's RNG) | judge "
+                                    "(best by the --judge's verdict on the final answer, not the reward).")  # fmt: skip
     igrpo_template: str = opt(
-        "{question}{draft}\n{question}", "iGRPO refinement prompt for plain prompts; {question}, {draft}."
+        "repeat", "iGRPO refinement prompt for plain prompts: repeat | review, or a template with {question}, {draft}."
     )
     igrpo_refine_request: str = opt(
         "Check the answer above and give a corrected final answer.",
@@ -189,8 +192,9 @@ class TrainConfig(ModelOptions):
             raise ValueError("group_size must be >= 2 (advantages compare samples within a group)")
         if self.algo == "igrpo" and not 1 <= self.drafts < self.group_size:
             raise ValueError("igrpo needs 1 <= igrpo_drafts < group_size")
-        if self.igrpo_select not in ("best", "worst", "random"):
-            raise ValueError("igrpo_select must be best, worst or random")
+        if self.igrpo_select not in ("best", "worst", "random", "judge"):
+            raise ValueError("igrpo_select must be best, worst, random or judge")
+        template_text(self.igrpo_template)
         if self.async_rollouts and self.max_staleness < self.publish_every - 1:
             raise ValueError(
                 f"async: max_staleness {self.max_staleness} < publish_every - 1 = {self.publish_every - 1}: the trainer "

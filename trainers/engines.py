@@ -48,14 +48,23 @@ def reward_functions(config: TrainConfig) -> dict[str, Any]:
         critic = make_engine("openai", base_url=config.critic_url, model=config.critic_model or "judge")
         out["safe"] = safe_reward(EngineCritic(critic))
     if config.judge == "engine":
-        from reasonloop.tasks.rewards.rubric import EngineJudge, RubricScorer
         from reasonloop.tasks.rewards.science import RubricReward
 
-        scorer = RubricScorer(
-            EngineJudge(make_engine("openai", base_url=config.judge_url, model=config.judge_model or "judge"))
-        )
+        scorer = judge_scorer(config)
         out |= {"rubric": RubricReward(scorer, unified=False), "unified": RubricReward(scorer, unified=True)}
     return out
+
+
+def judge_scorer(config: TrainConfig) -> Any:
+    """The configured judge (`--judge keyword | engine`) behind a cached, batched, retried scorer."""
+    from reasonloop.tasks.engines import make_engine
+    from reasonloop.tasks.rewards.rubric import EngineJudge, KeywordJudge, RubricScorer
+
+    if config.judge == "engine":
+        return RubricScorer(
+            EngineJudge(make_engine("openai", base_url=config.judge_url, model=config.judge_model or "judge"))
+        )
+    return RubricScorer(KeywordJudge())
 
 
 def rollout_engine(

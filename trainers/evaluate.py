@@ -87,3 +87,38 @@ def with_corrections(
         for c in more:
             texts[c.prompt_index] += SEPARATOR + c.text
     return texts
+
+
+def refine_greedy(
+    engine: Engine, tokenizer: Any, problems: Sequence[dict], rendered: Sequence[Any], drafts: Sequence[str], *,
+    template: str, request: str, max_new_tokens: int,
+) -> list[str]:  # fmt: skip
+    """iGRPO's second pass at inference: each problem's refinement prompt around its draft (the
+    prompt training uses), answered greedily; the refinements in problem order."""
+    from reasonloop.tasks import prompts as prompt_policy
+    from reasonloop.tasks.recipes.igrpo_refine import refinement_prompt
+
+    asks = [
+        refinement_prompt(r, p["prompt"], d, template, request)
+        for p, r, d in zip(problems, rendered, drafts, strict=True)
+    ]  # fmt: skip
+    inputs = [prompt_policy.encode(tokenizer, a) for a in asks] if engine.accepts_token_ids else asks
+    out = engine.generate(inputs, 1, SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
+    texts = [""] * len(asks)
+    for c in out:
+        texts[c.prompt_index] = c.final_text
+    return texts
+
+
+def two_pass_stats(draft_right: Sequence[bool], refine_right: Sequence[bool]) -> dict[str, float]:
+    """Single-pass (draft) vs draft→refine accuracy, and where the second pass moved answers:
+    w→c is the share of wrong drafts it fixed, c→w the share of right drafts it broke."""
+    n = max(1, len(draft_right))
+    wrong = [r for d, r in zip(draft_right, refine_right, strict=True) if not d]
+    right = [r for d, r in zip(draft_right, refine_right, strict=True) if d]
+    draft_acc, refine_acc = sum(draft_right) / n, sum(refine_right) / n
+    return {
+        "draft_accuracy": draft_acc, "refine_accuracy": refine_acc, "refine_minus_draft": refine_acc - draft_acc,
+        "w_to_c": sum(wrong) / max(1, len(wrong)), "c_to_w": sum(not r for r in right) / max(1, len(right)),
+        "n": float(len(draft_right)),
+    }  # fmt: skip

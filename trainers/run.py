@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reasonloop.tasks.recipes.igrpo_refine import DEFAULT_REQUEST
 from reasonloop.trainers.checkpoint import latest_checkpoint, load_meta
 from reasonloop.trainers.config import DPOConfig, OfflineOptions, SFTConfig, TrainConfig
 from reasonloop.trainers.distributed import Dist
@@ -199,7 +200,8 @@ def evaluate_model(
     store: ReplayStore, model: str | Path, *, split: str = "heldout", source: str = "", limit: int = 512,
     max_new_tokens: int = 64, pass_k: int = 4, pass_k_limit: int = 128, seed: int = 0, device: str = "auto",
     dtype: str = "auto", chat_template: str = "auto", batch_size: int = 256, engine: str = "transformers",
-    engine_url: str = "", corrections: int = 0, backtrack: bool = False,
+    engine_url: str = "", corrections: int = 0, backtrack: bool = False, refine: bool = False,
+    refine_template: str = "repeat", refine_request: str = DEFAULT_REQUEST,
 ) -> dict[str, Any]:  # fmt: skip
     """Greedy accuracy per task type (with n and binomial standard error) and pass@k on a fixed
     held-out list (ordered by id, so every model sees the same problems). Each completion is
@@ -211,7 +213,8 @@ def evaluate_model(
     (Octopus) also get `self_correction`: first- and final-answer accuracy, w→c and c→w rates;
     `corrections` = k appends the separator k more times and continues greedily (test-time
     scaling), reported as `corrections`. `backtrack`: backtrack decoding (BSAFE+) on the engine;
-    answers are judged on the text a user would see."""
+    answers are judged on the text a user would see. `refine`: iGRPO's second pass (the greedy
+    answer as a draft in the refinement prompt, answered greedily), reported as `two_pass`."""
     from reasonloop.storage.samplers import split_filter
     from reasonloop.tasks import prompts as prompt_policy
     from reasonloop.tasks.engines import SamplingParams, make_engine
@@ -273,9 +276,18 @@ def evaluate_model(
             sampler, tokenizer, [c.prompt_ids for c in greedy], texts, corrections, max_new_tokens
         )
         result["corrections"] = {"k": corrections, **correction_stats(longer, answers, kinds)}
+    if refine:
+        from reasonloop.trainers.evaluate import refine_greedy, two_pass_stats
+
+        second = refine_greedy(sampler, tokenizer, problems, rendered, texts, template=refine_template,
+                               request=refine_request, max_new_tokens=max_new_tokens)  # fmt: skip
+        pairs = [(a == 1.0, b == 1.0) for a, b in zip(raw, score(problems, second), strict=True) if a is not None]
+        result["two_pass"] = two_pass_stats([a for a, _ in pairs], [b for _, b in pairs])
     # Per-problem results, so two models on the same problems can be compared pairwise.
     result["ids"] = [p["id"] for p, _ in verdicts]
     result["correct"] = [int(s == 1.0) for s in scores]
+    if not pass_k:
+        return result
     head = problems[:pass_k_limit]
     sampled = sampler.generate(prompts[:pass_k_limit], pass_k, SamplingParams(max_new_tokens=max_new_tokens, seed=seed))
     hits = score([head[c.prompt_index] for c in sampled], [c.final_text for c in sampled])

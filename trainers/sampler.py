@@ -31,7 +31,7 @@ from reasonloop.tasks.rollout_rows import rollout_rows
 from reasonloop.trainers.algos import ADVANTAGES
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist
-from reasonloop.trainers.engines import reward_functions, rollout_engine
+from reasonloop.trainers.engines import judge_scorer, reward_functions, rollout_engine
 from reasonloop.trainers.step_utils import derive_seed, typed_rollouts
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ class GroupSampler:
         self.problems = self._load_problems()
         self.problem_by_id = {p["id"]: p for p in self.problems}
         self.curriculum = self._dynamic_curriculum()
+        # iGRPO's judge-graded selection: drafts are ranked by a judge's verdict, not the reward
+        self.draft_judge = judge_scorer(config) if config.algo == "igrpo" and config.igrpo_select == "judge" else None
         self.generation_calls = 0
         self.timings: dict[str, float] = {}
         self.files_since_compaction = 0
@@ -139,6 +141,8 @@ class GroupSampler:
     def step_metrics(self) -> dict[str, float]:
         """What the reward functions (judge calls, cache hits) and the curriculum did this step."""
         out = self.reward.drain_metrics() if hasattr(self.reward, "drain_metrics") else {}
+        if self.draft_judge is not None:
+            out |= {f"igrpo/{k}": v for k, v in self.draft_judge.drain_metrics().items()}
         return out | (self.curriculum.stats if self.curriculum is not None else {})
 
     def my_share(self, problems: list[dict]) -> tuple[list[dict], int]:

@@ -42,12 +42,17 @@ def encode_plain(tokenizer: Any, prompt: str, target: str, spans: Sequence[dict]
     return prompt_ids, [*enc["input_ids"], eos], [*keep, True]
 
 
-def encode_chat(tokenizer: Any, messages: list[dict], spans: Sequence[dict] | None) -> Encoded:
+def encode_chat(
+    tokenizer: Any, messages: list[dict], spans: Sequence[dict] | None, *, last_turn_only: bool = False
+) -> Encoded:
     """The conversation through the chat template; the loss on assistant turns only (their content
-    and end-of-turn marker), minus `spans` of the last assistant turn's content."""
+    and end-of-turn marker; with `last_turn_only`, the last one: earlier turns are context), minus
+    `spans` of the last assistant turn's content."""
     text, assistant = prompt_policy.assistant_spans(tokenizer, messages)
     if not assistant:
         raise ValueError("a chat SFT sample needs at least one assistant turn")
+    if last_turn_only:
+        assistant = assistant[-1:]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     last = next(m for m in reversed(messages) if m["role"] == "assistant")["content"]
     offset = text.find(last, assistant[-1][0]) if last else -1
@@ -64,8 +69,11 @@ def encode_sample(tokenizer: Any, sample: dict, chat_template: str = "auto") -> 
     if isinstance(rendered, str):
         return encode_plain(tokenizer, sample["prompt"], sample["target"], sample.get("loss_mask_spans"))
     messages = sample.get("messages") or []
-    if not any(m["role"] == "assistant" for m in messages):  # a prompt-only chat: the target is the answer turn
+    if not messages or messages[-1]["role"] != "assistant":
+        # A prompt (it ends before an answer): the target is the answer turn, the only one trained;
+        # earlier assistant turns (an iGRPO draft) are context.
         messages = [*rendered, {"role": "assistant", "content": sample["target"]}]
+        return encode_chat(tokenizer, messages, sample.get("loss_mask_spans"), last_turn_only=True)
     return encode_chat(tokenizer, messages, sample.get("loss_mask_spans"))
 
 

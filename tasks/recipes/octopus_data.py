@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from reasonloop.schemas.common import config_fingerprint
-from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines.base import SamplingParams
+from reasonloop.tasks.recipes.attempts import gold_chains, load_problems, sample_attempts
 from reasonloop.tasks.recipes.octopus import FORMATS, SEPARATOR
-from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 from reasonloop.tasks.rewards.self_correction import part_verifier
-from reasonloop.tasks.rollout_rows import rollout_rows
 
 SOURCE = "octopus_cold_start"
 TEACHER_PROMPT = (
@@ -90,37 +88,20 @@ def sample_row(problem: dict, o1: str, o2: str, source_ids: list[str], mask_o1: 
 
 def cold_start(store: Any, engine: Any, tokenizer: Any, config: ColdStartConfig, teacher: Any = None) -> dict[str, int]:
     """Sample, commit the attempts, build and commit the samples; counts of what was written."""
-    from reasonloop.storage.samplers import split_filter
-
     fingerprint = config_fingerprint(config)
     answer_format = FORMATS[config.answer]
-    where, params = split_filter(config.split, config.source)
-    limit = f" LIMIT {int(config.limit)}" if config.limit else ""
-    problems = store.query(
-        f"SELECT id, prompt, messages, answer, answer_type, source FROM problems WHERE {where} ORDER BY id{limit}",
-        params,
-    ).to_pylist()
-    rendered = [prompt_policy.render(tokenizer, p["prompt"], p["messages"]) for p in problems]
-    inputs = [prompt_policy.encode(tokenizer, r) for r in rendered] if engine.accepts_token_ids else rendered
+    problems = load_problems(store, config.split, config.source, config.limit)
     sampling = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed)
-    completions = engine.generate(inputs, config.attempts, sampling) if problems else []
-    rows = rollout_rows(
-        completions, rendered, run_id=f"{SOURCE}-{fingerprint[:12]}", policy_version=0, rewards=None,
-        source="train", problem_ids=[p["id"] for p in problems],
+    tried = sample_attempts(
+        store, engine, tokenizer, problems, n=config.attempts, sampling=sampling,
+        run_id=f"{SOURCE}-{fingerprint[:12]}", producer=f"recipe:{SOURCE}",
     )  # fmt: skip
-    owners = [problems[c.prompt_index] for c in completions]
-    scores = score_by_answer_type(
-        [o["prompt"] for o in owners], [c.text for c in completions], [o["answer"] for o in owners],
-        [o["answer_type"] for o in owners],
-    )  # fmt: skip
-    for row, score in zip(rows, scores, strict=True):
-        row["reward"] = score  # which attempts were right, for whoever reads the lineage
-    attempts: dict[int, list[tuple[str | None, str]]] = {}
-    for completion, row in zip(completions, rows, strict=True):
-        attempts.setdefault(completion.prompt_index, []).append((answer_format.truncate(completion.text), row["id"]))
-    if rows:
-        store.write("rollouts", rows, run_id=rows[0]["run_id"], producer=f"recipe:{SOURCE}")
-    gold_chains = _gold_chains(store, problems) if config.teacher == "gold" else {}
+    attempts = {
+        index: [(answer_format.truncate(c.text), row["id"]) for c, row in pairs]
+        for index, pairs in tried.by_problem().items()
+    }
+    rows = tried.rows
+    chains = gold_chains(store, problems) if config.teacher == "gold" else {}
     picks: list[tuple[dict, str, list[str]]] = []  # (problem, o1, source ids) waiting for an o2
     samples: list[dict] = []
     for index, problem in enumerate(problems):
@@ -137,7 +118,7 @@ def cold_start(store: Any, engine: Any, tokenizer: Any, config: ColdStartConfig,
             continue
         o1, rid = rng.choice(usable)
         if config.teacher == "gold":
-            chain = gold_chains.get((problem["source"], problem["prompt"]))
+            chain = chains.get((problem["source"], problem["prompt"]))
             if chain is not None:
                 samples.append(sample_row(problem, o1, chain, [rid], config.mask_o1, fingerprint))
         else:
@@ -155,18 +136,3 @@ def cold_start(store: Any, engine: Any, tokenizer: Any, config: ColdStartConfig,
         "problems": len(problems), "attempts": len(rows), "samples": len(samples),
         "committed": result.committed if result else 0,
     }  # fmt: skip
-
-
-def _gold_chains(store: Any, problems: list[dict]) -> dict[tuple[str, str], str]:
-    """The recipe's gold chain of each problem: its plain sft_samples target, by (source, prompt)."""
-    sources = sorted({p["source"] for p in problems})
-    if not sources:
-        return {}
-    rows = store.query(
-        "SELECT source, prompt, target FROM sft_samples WHERE list_contains($sources, source) ORDER BY id",
-        {"sources": sources},
-    ).to_pylist()
-    out: dict[tuple[str, str], str] = {}
-    for row in rows:
-        out.setdefault((row["source"], row["prompt"]), row["target"])
-    return out
