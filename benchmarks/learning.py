@@ -1,121 +1,224 @@
-"""Does RL through the store teach the tiny model? GRPO vs iGRPO at a matched rollout budget.
+"""GRPO vs iGRPO at a matched rollout budget, with and without refinement-format SFT first.
 
-    python benchmarks/learning.py [--steps 300] [--seeds 0 1 2] [--sft-steps 300]
+    python benchmarks/learning.py [--task arith|veritime] [--model char|bpe] [--size tiny|small]
+                                  [--steps 200] [--seeds 0 1 2] [--arms ...] [--out benchmarks/plots]
 
-One briefly SFT'd tiny model (character Llama, arith with 1-3 digit operands) is the start of
-every arm. Per seed: GRPO with 8 samples per prompt, and iGRPO with 4 drafts + 4 refinements
-(8 generated sequences per prompt: the same budget), 8 prompts per step, lr 5e-5, exact reward.
-Greedy accuracy on 512 fixed held-out problems (split from training by prompt hash) before and
-after; tokens generated (every sequence, drafts included, read from the store) and wall time.
+Two starts per task and model, both continuing the same SFT'd model (`--sft-steps` on the recipe's
+gold chains) for `--refine-sft-steps` more: `sft` on the gold chains only, `refine` on the gold
+chains mixed with refinement-format rows (that model's own drafts on training problems, wrong ones
+paired with a right sibling or the gold chain; tasks/recipes/igrpo_refine.py) — the same compute,
+differing only in the refinement rows. Arms
+(`start:algo`): GRPO with 8 samples per prompt; iGRPO with 4 drafts + 4 refinements (8 generated
+sequences per prompt: the same budget), refinements only (as the paper specifies) or drafts trained
+too (`+drafts`). 8 prompts per step, T 0.7, lr 2e-5, the recipe's reward. Every arm is evaluated
+on the same 512+ held-out problems (split from training by the recipe; asserted disjoint):
+single-pass greedy accuracy, and draft -> refine (the refinement prompt around the greedy answer,
+answered greedily). Per arm: generated sequences and tokens (every sequence, drafts included, read
+from the store), wall time, and single-pass entropy per step (GRPO: its samples; iGRPO: its
+drafts), plotted per arm (mean over seeds) to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from reasonloop.storage import ReplayStore
-from reasonloop.tasks.engines.transformers_engine import TransformersEngine
-from reasonloop.tasks.models.tiny import init_tiny_model
-from reasonloop.tasks.recipes.arith import ArithConfig, generate
+from reasonloop.storage.samplers import sft_rows
+from reasonloop.tasks.models import init_model
+from reasonloop.tasks.recipes.igrpo_refine import RefineDataConfig, refine_data
 from reasonloop.trainers.config import SFTConfig, TrainConfig
-from reasonloop.trainers.evaluate import greedy_accuracy
+from reasonloop.trainers.policy import load_policy, save_weights
 from reasonloop.trainers.rl import RLTrainer
+from reasonloop.trainers.run import evaluate_model
 from reasonloop.trainers.sft import run_sft
 
-MAX_NEW = 40  # a 3-digit sum takes ~30 characters of steps: leave room
+
+@dataclass(frozen=True)
+class Task:
+    source: str
+    reward: str
+    max_new: int  # completion cap: room for the recipe's longest chain
 
 
-def evaluate(model_dir: Path, heldout: list[dict]):
-    engine = TransformersEngine(model_dir, batch_size=512)
-    return greedy_accuracy(engine, heldout, max_new_tokens=MAX_NEW)
+TASKS = {"arith": Task("arith", "exact", 40), "veritime": Task("veritime", "veritime", 48)}
+ARMS = ("sft:grpo", "sft:igrpo+drafts", "refine:grpo", "refine:igrpo", "refine:igrpo+drafts")
+
+
+def recipe_rows(task: str, chat: bool) -> tuple[list[dict], list[dict]]:
+    if task == "arith":
+        from reasonloop.tasks.recipes.arith import ArithConfig, generate
+
+        problems, samples = generate(ArithConfig(n=8000, min_digits=1, max_digits=3, heldout_percent=10, seed=0))
+    else:
+        from reasonloop.tasks.recipes.veritime import VeriTimeConfig
+        from reasonloop.tasks.recipes.veritime import generate as generate_veritime
+
+        problems, samples = generate_veritime(VeriTimeConfig(n=8000, seed=0))
+    if chat:
+        from reasonloop.tasks.recipes.chat import as_chat
+
+        problems, samples = as_chat(problems, samples)
+    heldout = {p["prompt"] for p in problems if p["split"] == "heldout"}
+    assert len(heldout) >= 512 and not heldout & {s["prompt"] for s in samples if s["split"] == "train"}
+    return problems, samples
+
+
+def sft(start: Path, out: Path, samples: list[dict], steps: int, lr: float) -> Path:
+    config = SFTConfig(steps=steps, batch_size=32, lr=lr, seed=0)
+    policy = load_policy(start, config)
+    run_sft(config, model=policy.model, tokenizer=policy.tokenizer, samples=samples, compute_dtype=policy.compute_dtype)
+    save_weights(policy.model, out, merged=False)
+    policy.tokenizer.save_pretrained(out)
+    return out
+
+
+def two_pass(store: ReplayStore, model: Path, task: Task, limit: int) -> dict:
+    e = evaluate_model(store, model, source=task.source, limit=limit, max_new_tokens=task.max_new, refine=True,
+                       pass_k=0, batch_size=512)  # fmt: skip
+    return {"single": e["accuracy"], "n": e["n"], **e["two_pass"]}
+
+
+def curves(store: ReplayStore, run_id: str) -> dict[str, list[float]]:
+    """Per step: single-pass entropy (GRPO's samples, iGRPO's drafts), refinement entropy, reward."""
+    out: dict[str, list[float]] = {"single": [], "refine": [], "reward": []}
+    rows = store.query("SELECT step, metrics FROM train_metrics WHERE run_id = $r ORDER BY step", {"r": run_id})
+    for m in rows.column("metrics").to_pylist():
+        m = dict(m)
+        out["single"].append(m.get("igrpo/entropy_draft", m.get("entropy", float("nan"))))
+        out["refine"].append(m.get("igrpo/entropy_refine", float("nan")))
+        out["reward"].append(m.get("reward_mean", float("nan")))
+    return out
+
+
+def run_arm(store: ReplayStore, arm: str, start: Path, task: Task, seed: int, args, tmp: Path) -> dict:
+    algo = arm.split(":")[1]
+    run_id = f"{arm.replace(':', '-').replace('+', '-')}-s{seed}"
+    config = TrainConfig(
+        algo=algo.split("+")[0], igrpo_train_drafts=algo.endswith("+drafts"), steps=args.steps, prompts_per_step=8,
+        group_size=8, igrpo_drafts=4, lr=args.lr, max_completion_length=task.max_new, seed=seed, rewards=task.reward,
+        source=task.source, torch_threads=0, temperature=args.temperature,
+    )  # fmt: skip
+    policy = load_policy(start, config)
+    trainer = RLTrainer(config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id,
+                        output_dir=tmp / run_id, compute_dtype=policy.compute_dtype)  # fmt: skip
+    began = time.perf_counter()
+    trainer.train(args.steps)
+    wall = time.perf_counter() - began
+    after = two_pass(store, trainer.output_dir / f"checkpoint-{args.steps:06d}", task, args.eval_limit)
+    used = store.query(
+        "SELECT count(*) AS n, sum(len(completion_ids)) AS t FROM rollouts WHERE run_id = $r", {"r": run_id}
+    ).to_pylist()[0]
+    return {"arm": arm, "seed": seed, **after, "sequences": int(used["n"]), "tokens": int(used["t"]), "wall_s": wall,
+            "curves": curves(store, run_id)}  # fmt: skip
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def smooth(xs: list[float], k: int = 10) -> list[float]:
+        return [statistics.fmean(xs[max(0, i - k + 1) : i + 1]) for i in range(len(xs))]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for arm in dict.fromkeys(r["arm"] for r in results):
+        runs = [r["curves"] for r in results if r["arm"] == arm]
+        for ax, key in zip(axes, ("single", "reward"), strict=True):
+            mean = [statistics.fmean(v) for v in zip(*(c[key] for c in runs), strict=True)]
+            ax.plot(smooth(mean), label=arm)
+    axes[0].set(title="single-pass entropy (GRPO samples / iGRPO drafts)", xlabel="step", ylabel="nats per token")
+    axes[1].set(title="training reward (the batch)", xlabel="step")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--task", choices=sorted(TASKS), default="arith")
+    parser.add_argument("--model", choices=("char", "bpe"), default="char")
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sft-steps", type=int, default=300)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature")
-    parser.add_argument("--algos", nargs="+", default=["grpo", "igrpo"], help="grpo, igrpo, igrpo+drafts")
+    parser.add_argument("--refine-sft-steps", type=int, default=300)
+    parser.add_argument("--refine-limit", type=int, default=2000, help="training problems for refinement data")
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--temperature", type=float, default=0.7, help="rollout (and draft data) temperature")
+    parser.add_argument("--eval-limit", type=int, default=512)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), help=f"of {', '.join(ARMS)}")
+    parser.add_argument("--out", default="benchmarks/plots")
     args = parser.parse_args()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    tmp = Path(tempfile.mkdtemp())
+    task, tmp = TASKS[args.task], Path(tempfile.mkdtemp())
     store = ReplayStore(tmp / "store")
-    problems, samples = generate(ArithConfig(n=8000, min_digits=1, max_digits=3, heldout_percent=10, seed=0))
+    problems, samples = recipe_rows(args.task, chat=args.model == "bpe")
     store.write("problems", problems)
-    heldout = sorted((p for p in problems if p["split"] == "heldout"), key=lambda p: p["prompt"])[:512]
-    assert len(heldout) == 512 and not {p["prompt"] for p in heldout} & {
-        s["prompt"] for s in samples if s["split"] == "train"
-    }
+    store.write("sft_samples", samples)
+    gold = sft_rows(store, "train", task.source)
+    base = init_model(args.model, tmp / "base", size=args.size, seed=0)
+    began = time.perf_counter()
+    first = sft(base, tmp / "sft0", gold, args.sft_steps, 1e-3)  # the policy whose drafts are refined
+    report: dict = {"args": vars(args), "starts": {"sft0": {**two_pass(store, first, task, args.eval_limit),
+                                                              "wall_s": time.perf_counter() - began}}}  # fmt: skip
+    print(f"{args.task}/{args.model}: after {args.sft_steps} SFT steps {report['starts']['sft0']}", flush=True)
+    from reasonloop.tasks.engines.transformers_engine import TransformersEngine
 
-    base = init_tiny_model(tmp / "base", seed=0)
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
-    start = time.perf_counter()
-    train_samples = [s for s in samples if s["split"] == "train"]
-    run_sft(
-        SFTConfig(steps=args.sft_steps, batch_size=32, lr=1e-3, seed=0),
-        model=model,
-        tokenizer=tokenizer,
-        samples=train_samples,
-    )
-    sft_dir = tmp / "sft"
-    model.save_pretrained(sft_dir)
-    tokenizer.save_pretrained(sft_dir)
-    before = evaluate(sft_dir, heldout)
-    sft_s = time.perf_counter() - start
-    print(f"base {evaluate(base, heldout)}; after {args.sft_steps} SFT steps ({sft_s:.0f}s): {before}")
-
-    results: dict[str, list] = {algo: [] for algo in args.algos}
+    began = time.perf_counter()
+    engine = TransformersEngine(first, batch_size=256)
+    data = RefineDataConfig(drafts=4, temperature=args.temperature, max_new_tokens=task.max_new,
+                            source=task.source, limit=args.refine_limit)  # fmt: skip
+    counts = refine_data(store, engine, engine.tokenizer, data)
+    report["refine_data"] = {**counts, "wall_s": time.perf_counter() - began}
+    # Both starts continue from `first` for the same steps; they differ only in the refinement rows.
+    mixes = {"sft": gold, "refine": sft_rows(store, "train", "")}
+    starts = {}
+    for name, rows in mixes.items():
+        began = time.perf_counter()
+        starts[name] = sft(first, tmp / name, rows, args.refine_sft_steps, 5e-4)
+        report["starts"][name] = {**two_pass(store, starts[name], task, args.eval_limit),
+                                  "wall_s": time.perf_counter() - began}  # fmt: skip
+        print(f"start {name} ({len(rows)} rows): {report['starts'][name]}", flush=True)
+    results = []
     for seed in args.seeds:
-        for algo in args.algos:
-            run_id = f"{algo.replace('+', '-')}-s{seed}"
-            config = TrainConfig(
-                algo=algo.split("+")[0], igrpo_train_drafts=algo.endswith("+drafts"), steps=args.steps,
-                prompts_per_step=8, group_size=8, igrpo_drafts=4, lr=args.lr, max_completion_length=MAX_NEW,
-                seed=seed, rewards="exact", torch_threads=0, temperature=args.temperature,
-            )  # fmt: skip
-            policy, tok = AutoModelForCausalLM.from_pretrained(sft_dir), AutoTokenizer.from_pretrained(sft_dir)
-            trainer = RLTrainer(
-                config, model=policy, tokenizer=tok, store=store, run_id=run_id, output_dir=tmp / run_id
-            )
-            start = time.perf_counter()
-            trainer.train(args.steps)
-            wall = time.perf_counter() - start
-            after = evaluate(trainer.output_dir / f"checkpoint-{args.steps:06d}", heldout)
-            tokens = store.query(
-                "SELECT sum(len(completion_ids)) AS t, count(*) AS n FROM rollouts WHERE run_id = $r", {"r": run_id}
-            ).to_pylist()[0]
-            extra = ""
-            if algo.startswith("igrpo"):
-                gap = store.query(
-                    "SELECT avg(metrics['igrpo/refine_minus_draft']) AS g FROM train_metrics WHERE run_id = $r",
-                    {"r": run_id},
-                ).to_pylist()[0]["g"]
-                extra = f", mean refine-minus-draft reward {gap:+.3f}"
-            results[algo].append(after.accuracy)
-            print(
-                f"{run_id}: {before} -> {after}; {tokens['n']} sequences, {tokens['t']} tokens, {wall:.0f}s{extra}",
-                flush=True,
-            )
-    for algo, accs in results.items():
-        spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        mean = 100 * statistics.mean(accs)
-        print(f"{algo}: mean held-out accuracy {mean:.1f}% (sd {100 * spread:.1f} over {len(accs)} seeds) "
-              f"vs SFT start {100 * before.accuracy:.1f}%")  # fmt: skip
+        for arm in args.arms:
+            r = run_arm(store, arm, starts[arm.split(":")[0]], task, seed, args, tmp)
+            results.append(r)
+            print(json.dumps({k: v for k, v in r.items() if k != "curves"}), flush=True)
+    report["results"] = results
+    out = Path(args.out)
+    name = f"learning-{args.task}-{args.model}-{args.size}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report))
+    plot(results, out / f"{name}.png", f"{args.task}, {args.model} {args.size}: {args.steps} steps, mean of seeds")
+    print("\n| arm | single-pass | draft→refine | refine − draft | w→c | c→w | sequences | tokens | wall |")
+    for arm in args.arms:
+        rs = [r for r in results if r["arm"] == arm]
+
+        def mean(key: str, rows: list[dict] = rs) -> float:
+            return statistics.fmean(r[key] for r in rows)
+
+        singles = ", ".join(f"{100 * r['single']:.1f}" for r in rs)
+        print(f"| {arm} | {100 * mean('single'):.1f}% ({singles}) | {100 * mean('refine_accuracy'):.1f}% | "
+              f"{100 * mean('refine_minus_draft'):+.1f} | {100 * mean('w_to_c'):.1f}% | {100 * mean('c_to_w'):.1f}% | "
+              f"{mean('sequences'):,.0f} | {mean('tokens'):,.0f} | {mean('wall_s'):.0f} s |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from reasonloop.flows.cli_store import RootOption
-from reasonloop.tasks.recipes.igrpo_refine import DEFAULT_REQUEST
+from reasonloop.tasks.recipes.igrpo_refine import DEFAULT_REQUEST, template_text
 
 app = typer.Typer(help="iGRPO: refinement-format SFT data and its flow.", no_args_is_help=True)
 
@@ -101,6 +101,10 @@ def evaluate(
     """Greedy accuracy per task type and pass@k on stored problems (Prefect flow); JSON out."""
     from reasonloop.flows.prefect_env import flows_module
 
+    try:
+        template_text(template)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--template") from None
     store_root, flows = flows_module(root, "pipelines")
     second = {"template": template, "request": request} if refine else None
     result = flows.evaluate(  # type: ignore[attr-defined]

@@ -175,3 +175,28 @@ def test_the_refine_sft_flow_runs_end_to_end(harness, sft_model: Path, model_kin
         )
     sources = store.query("SELECT source, count(*) AS n FROM sft_samples GROUP BY source ORDER BY source").to_pylist()
     assert [s["source"] for s in sources] == ["arith", "igrpo_refine"]
+
+
+def test_the_igrpo_and_evaluate_commands(harness, sft_model_dir: Path, tmp_path: Path) -> None:
+    """`reasonloop igrpo refine-data` and `reasonloop evaluate --refine` through the CLI."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from reasonloop.flows.cli import app
+
+    store = arith_store(tmp_path / "store", n=300)
+    runner, root = CliRunner(), ["--root", str(store.root)]
+
+    def run(*args: str) -> dict:
+        result = runner.invoke(app, [*args, *root])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output.strip().splitlines()[-1])
+
+    data = run("igrpo", "refine-data", "--model", str(sft_model_dir), "--limit", "16", "--max-new-tokens", "24")
+    assert data["problems"] == 16 and data["drafts"] == 64 and data["committed"] > 0
+    evaluated = run("evaluate", "--model", str(sft_model_dir), "--limit", "16", "--max-new-tokens", "24", "--refine",
+                    "--template", "review")  # fmt: skip
+    assert evaluated["two_pass"]["n"] == evaluated["n"] > 0 and "pass@4" in evaluated
+    bad = runner.invoke(app, ["evaluate", "--model", str(sft_model_dir), "--refine", "--template", "x", *root])
+    assert bad.exit_code == 2 and "refinement template" in bad.output
