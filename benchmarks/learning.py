@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -134,14 +135,16 @@ def plot(results: list[dict], path: Path, title: str) -> None:
     def smooth(xs: list[float], k: int = 10) -> list[float]:
         return [statistics.fmean(xs[max(0, i - k + 1) : i + 1]) for i in range(len(xs))]
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for arm in dict.fromkeys(r["arm"] for r in results):
         runs = [r["curves"] for r in results if r["arm"] == arm]
-        for ax, key in zip(axes, ("single", "reward"), strict=True):
+        for ax, key in zip(axes, ("single", "refine", "reward"), strict=True):
             mean = [statistics.fmean(v) for v in zip(*(c[key] for c in runs), strict=True)]
-            ax.plot(smooth(mean), label=arm)
+            if not all(math.isnan(x) for x in mean):
+                ax.plot(smooth(mean), label=arm)
     axes[0].set(title="single-pass entropy (GRPO samples / iGRPO drafts)", xlabel="step", ylabel="nats per token")
-    axes[1].set(title="training reward (the batch)", xlabel="step")
+    axes[1].set(title="refinement entropy (iGRPO)", xlabel="step")
+    axes[2].set(title="training reward (the batch)", xlabel="step")
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
@@ -164,7 +167,15 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=512)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), help=f"of {', '.join(ARMS)}")
     parser.add_argument("--out", default="benchmarks/plots")
+    parser.add_argument("--plot-only", default="", help="re-plot (and re-tabulate) a saved results JSON")
     args = parser.parse_args()
+    if args.plot_only:
+        report = json.loads(Path(args.plot_only).read_text())
+        saved = argparse.Namespace(**report["args"])
+        title = f"{saved.task}, {saved.model} {saved.size}: {saved.steps} steps, mean of seeds"
+        plot(report["results"], Path(args.plot_only).with_suffix(".png"), title)
+        table(report["results"], saved.arms)
+        return
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     task, tmp = TASKS[args.task], Path(tempfile.mkdtemp())
@@ -208,8 +219,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(report))
     plot(results, out / f"{name}.png", f"{args.task}, {args.model} {args.size}: {args.steps} steps, mean of seeds")
-    print("\n| arm | single-pass | draft→refine | refine − draft | w→c | c→w | sequences | tokens | wall |")
-    for arm in args.arms:
+    table(results, args.arms)
+
+
+def table(results: list[dict], arms: list[str]) -> None:
+    print("\n| arm | single-pass (per seed) | draft→refine | refine − draft | w→c | c→w | sequences | tokens | wall |")
+    for arm in arms:
         rs = [r for r in results if r["arm"] == arm]
 
         def mean(key: str, rows: list[dict] = rs) -> float:

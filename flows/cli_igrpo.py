@@ -42,6 +42,8 @@ def refine_data(
     limit: Annotated[int, typer.Option(help="Train problems used (0 = all).")] = 2000,
     max_new_tokens: Annotated[int, typer.Option(help="Draft length cap.")] = 64,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    from_run: Annotated[str, typer.Option(help="Use this run's stored rollouts as the drafts (no sampling).")] = "",
+    from_stage: Annotated[str, typer.Option(help="With --from-run: rollouts of this stage only.")] = "",
     root: RootOption = None,
 ) -> None:
     """sft_samples (source `igrpo_refine`): question, the policy's draft, request -> corrected chain."""
@@ -49,6 +51,7 @@ def refine_data(
 
     store_root, flows = flows_module(root, "igrpo")
     config = _data(drafts, temperature, target, right_share, template, request, source, limit, max_new_tokens, seed)
+    config |= {"from_run": from_run, "from_stage": from_stage}
     typer.echo(json.dumps(flows.refine_data_task.fn(store_root, model, config)))  # type: ignore[attr-defined]
 
 

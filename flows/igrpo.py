@@ -29,8 +29,13 @@ def refine_data_task(root: str, model: str, config: dict) -> dict[str, int]:
     from reasonloop.tasks.engines.transformers_engine import TransformersEngine
     from reasonloop.tasks.recipes.igrpo_refine import refine_data
 
+    settings = RefineDataConfig(**config)
+    if settings.from_run:  # the drafts are stored rollouts: only the tokenizer (chat rendering) is needed
+        from reasonloop.tasks.models.loading import load_tokenizer
+
+        return refine_data(ReplayStore(root), None, load_tokenizer(model), settings)
     engine = TransformersEngine(model, batch_size=256)
-    return refine_data(ReplayStore(root), engine, engine.tokenizer, RefineDataConfig(**config))
+    return refine_data(ReplayStore(root), engine, engine.tokenizer, settings)
 
 
 @flow(name="igrpo-refine-sft")

@@ -200,3 +200,23 @@ def test_the_igrpo_and_evaluate_commands(harness, sft_model_dir: Path, tmp_path:
     assert evaluated["two_pass"]["n"] == evaluated["n"] > 0 and "pass@4" in evaluated
     bad = runner.invoke(app, ["evaluate", "--model", str(sft_model_dir), "--refine", "--template", "x", *root])
     assert bad.exit_code == 2 and "refinement template" in bad.output
+
+
+def test_refine_data_from_a_stored_runs_drafts(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`from_run`: the rows come from rollouts already in the store (an iGRPO run's drafts here);
+    nothing is sampled, and each row names the drafts it pairs."""
+    store = arith_store(tmp_path / "s")
+    trainer = make_trainer(tiny_model_dir, store, tmp_path, scripted=False, algo="igrpo", group_size=8, igrpo_drafts=3)
+    trainer.engine = make_engine("fake", script=igrpo_script)
+    trainer.train_step()
+    before = store.query("SELECT count(*) AS n FROM rollouts").column("n")[0].as_py()
+    config = RefineDataConfig(from_run="t", from_stage="draft", max_right_share=0.0)
+    counts = refine_data(store, None, trainer.tokenizer, config)
+    assert counts["drafts"] == 4 * 3 and counts["drafts_right"] == 4 and counts["samples"] == 4 * 2
+    assert store.query("SELECT count(*) AS n FROM rollouts").column("n")[0].as_py() == before
+    drafts = {r["id"]: r for r in store.query("SELECT id, completion, sample_idx FROM rollouts").to_pylist()}
+    for row in store.query("SELECT target, source_ids FROM sft_samples WHERE source = 'igrpo_refine'").to_pylist():
+        wrong, right = (drafts[i] for i in row["source_ids"])
+        assert wrong["sample_idx"] != 1 and right["sample_idx"] == 1 and row["target"] == right["completion"]
+    with pytest.raises(ValueError, match="no rollouts of run 'nope'"):
+        refine_data(store, None, trainer.tokenizer, RefineDataConfig(from_run="nope"))

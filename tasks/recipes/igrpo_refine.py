@@ -5,7 +5,8 @@ saw that format treats the draft as noise: measured on the tiny char model, refi
 0.12 below their drafts (RESULTS.md, "Learning"). This recipe writes "question, draft, request →
 corrected chain" samples from the policy's own drafts, so the format is learned first:
 
-    sample `drafts` per training problem with the policy -> COMMIT them as rollouts (lineage)
+    sample `drafts` per training problem with the policy -> COMMIT them as rollouts (lineage),
+    or (`from_run`) take a stored run's rollouts of those problems, rescored by answer type
     -> per draft: wrong → target a correct chain (a right sibling draft of the same problem when
        `target` is `policy_first` and one exists, else the recipe's gold chain);
        right → target the draft itself (refining a right answer keeps it), at most
@@ -26,6 +27,7 @@ from reasonloop.schemas.common import config_fingerprint
 from reasonloop.tasks.engines.base import SamplingParams
 from reasonloop.tasks.prompts import with_turns
 from reasonloop.tasks.recipes.attempts import gold_chains, load_problems, sample_attempts
+from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 
 SOURCE = "igrpo_refine"
 # Named refinement templates for plain prompts (the paper's ablation varies the template); a
@@ -65,6 +67,8 @@ class RefineDataConfig:
     split: str = "train"
     source: str = ""  # problems of this source only ('' = all)
     limit: int = 0  # problems (0 = all), in id order
+    from_run: str = ""  # build from this run's stored rollouts instead of sampling (no engine needed)
+    from_stage: str = ""  # with from_run: rollouts of this stage only (e.g. draft); '' = any
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -107,37 +111,76 @@ def plan_rows(
 
 
 def refine_data(store: Any, engine: Any, tokenizer: Any, config: RefineDataConfig) -> dict[str, int]:
-    """Sample drafts, commit them, build and commit the refinement samples; counts written."""
+    """Drafts (sampled and committed, or a stored run's rollouts with `from_run`), then the
+    refinement samples built from them, committed; counts written."""
     fingerprint = config_fingerprint(config)
     problems = load_problems(store, config.split, config.source, config.limit)
-    sampling = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed)
-    tried = sample_attempts(
-        store, engine, tokenizer, problems, n=config.drafts, sampling=sampling,
-        run_id=f"{SOURCE}-{fingerprint[:12]}", producer=f"recipe:{SOURCE}", stage="draft",
+    sets = stored_drafts(store, tokenizer, problems, config) if config.from_run else sampled_drafts(
+        store, engine, tokenizer, problems, config, fingerprint
     )  # fmt: skip
     chains = gold_chains(store, problems) if problems else {}
     samples: list[dict] = []
     right = fixing = 0
-    for index, pairs in sorted(tried.by_problem().items()):
-        problem = problems[index]
-        drafts = [(c.final_text, row["reward"] == 1.0, row["id"]) for c, row in pairs]
+    for problem, rendered, drafts in sets:
         right += sum(ok for _, ok, _ in drafts)
         rng = random.Random(f"{config.seed}/{problem['id']}")
         for draft, target, ids in plan_rows(drafts, chains.get((problem["source"], problem["prompt"])), config, rng):
             # `prompt` is the plain form (what a model without a chat template is shown, and the
             # row's identity); `messages` the conversation for chat models.
             plain = refinement_prompt(problem["prompt"], problem["prompt"], draft, config.template, "")
-            rendered = tried.rendered[index]
             chat = None if isinstance(rendered, str) else refinement_prompt(rendered, "", draft, "", config.request)
             fixing += target != draft
             samples.append({
-                "prompt": plain, "messages": chat,
-                "target": target, "problem_id": problem["id"], "source_ids": ids, "split": "train",
-                "source": SOURCE, "config_hash": fingerprint,
+                "prompt": plain, "messages": chat, "target": target, "problem_id": problem["id"], "source_ids": ids,
+                "split": "train", "source": SOURCE, "config_hash": fingerprint,
             })  # fmt: skip
     result = store.write("sft_samples", samples, producer=f"recipe:{SOURCE}") if samples else None
     return {
-        "problems": len(problems), "drafts": len(tried.rows), "drafts_right": right, "samples": len(samples),
-        "samples_fixing": fixing,
-        "committed": result.committed if result else 0,
+        "problems": len(problems), "drafts": sum(len(d) for _, _, d in sets), "drafts_right": right,
+        "samples": len(samples), "samples_fixing": fixing, "committed": result.committed if result else 0,
     }  # fmt: skip
+
+
+DraftSet = tuple[dict, Any, list[tuple[str, bool, str]]]  # (problem, rendered prompt, [(draft, right?, rollout id)])
+
+
+def sampled_drafts(
+    store: Any, engine: Any, tokenizer: Any, problems: list[dict], config: RefineDataConfig, fingerprint: str
+) -> list[DraftSet]:
+    sampling = SamplingParams(temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    tried = sample_attempts(
+        store, engine, tokenizer, problems, n=config.drafts, sampling=sampling,
+        run_id=f"{SOURCE}-{fingerprint[:12]}", producer=f"recipe:{SOURCE}", stage="draft",
+    )  # fmt: skip
+    return [
+        (problems[i], tried.rendered[i], [(c.final_text, row["reward"] == 1.0, row["id"]) for c, row in pairs])
+        for i, pairs in sorted(tried.by_problem().items())
+    ]
+
+
+def stored_drafts(store: Any, tokenizer: Any, problems: list[dict], config: RefineDataConfig) -> list[DraftSet]:
+    """A stored run's rollouts of these problems (of stage `from_stage` unless ''), rescored by
+    each problem's answer type (a run's reward may be a weighted mix)."""
+    from reasonloop.tasks import prompts as prompt_policy
+
+    where = "run_id = $run" + (" AND stage = $stage" if config.from_stage else "")
+    params = {"run": config.from_run, **({"stage": config.from_stage} if config.from_stage else {})}
+    rows = store.query(f"SELECT id, problem_id, completion FROM rollouts WHERE {where} ORDER BY id", params).to_pylist()
+    if not rows:
+        stage = f", stage {config.from_stage!r}" if config.from_stage else ""
+        raise ValueError(f"no rollouts of run {config.from_run!r}{stage}")
+    by_problem: dict[str, list[dict]] = {}
+    for row in rows:
+        by_problem.setdefault(row["problem_id"], []).append(row)
+    sets: list[DraftSet] = []
+    for problem in problems:
+        mine = by_problem.get(problem["id"], [])
+        if not mine:
+            continue
+        scores = score_by_answer_type([problem["prompt"]] * len(mine), [r["completion"] for r in mine],
+                                      [problem["answer"]] * len(mine), [problem["answer_type"]] * len(mine))  # fmt: skip
+        rendered = prompt_policy.render(tokenizer, problem["prompt"], problem["messages"])
+        sets.append(
+            (problem, rendered, [(r["completion"], s == 1.0, r["id"]) for r, s in zip(mine, scores, strict=True)])
+        )
+    return sets
