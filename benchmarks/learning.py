@@ -7,15 +7,15 @@ Two starts per task and model, both continuing the same SFT'd model (`--sft-step
 gold chains) for `--refine-sft-steps` more: `sft` on the gold chains only, `refine` on the gold
 chains mixed with refinement-format rows (that model's own drafts on training problems, wrong ones
 paired with a right sibling or the gold chain; tasks/recipes/igrpo_refine.py) — the same compute,
-differing only in the refinement rows. Arms
-(`start:algo`): GRPO with 8 samples per prompt; iGRPO with 4 drafts + 4 refinements (8 generated
-sequences per prompt: the same budget), refinements only (as the paper specifies) or drafts trained
-too (`+drafts`). 8 prompts per step, T 0.7, lr 2e-5, the recipe's reward. Every arm is evaluated
-on the same 512+ held-out problems (split from training by the recipe; asserted disjoint):
-single-pass greedy accuracy, and draft -> refine (the refinement prompt around the greedy answer,
-answered greedily). Per arm: generated sequences and tokens (every sequence, drafts included, read
-from the store), wall time, and single-pass entropy per step (GRPO: its samples; iGRPO: its
-drafts), plotted per arm (mean over seeds) to --out.
+differing only in the refinement rows. Arms (`start:algo[@select]`): GRPO with 8 samples per
+prompt; iGRPO with 4 drafts + 4 refinements (8 generated sequences per prompt: the same budget),
+refinements only (as the paper specifies) or drafts trained too (`+drafts`); `@worst` / `@random`
+select the draft by another rule (best by default). 8 prompts per step, T 0.7, lr 2e-5, the
+recipe's reward. Every arm is evaluated on the same 512+ held-out problems (split from training by
+the recipe; asserted disjoint): single-pass greedy accuracy, and draft -> refine (the refinement
+prompt around the greedy answer, answered greedily). Per arm: generated sequences and tokens (every
+sequence, drafts included, read from the store), wall time, and single-pass entropy per step (GRPO:
+its samples; iGRPO: its drafts) and refinement entropy, plotted per arm (mean over seeds) to --out.
 """
 
 from __future__ import annotations
@@ -105,12 +105,13 @@ def curves(store: ReplayStore, run_id: str) -> dict[str, list[float]]:
 
 
 def run_arm(store: ReplayStore, arm: str, start: Path, task: Task, seed: int, args, tmp: Path) -> dict:
-    algo = arm.split(":")[1]
-    run_id = f"{arm.replace(':', '-').replace('+', '-')}-s{seed}"
+    algo, _, select = arm.split(":")[1].partition("@")  # e.g. refine:igrpo+drafts@worst
+    run_id = f"{arm.replace(':', '-').replace('+', '-').replace('@', '-')}-s{seed}"
     config = TrainConfig(
-        algo=algo.split("+")[0], igrpo_train_drafts=algo.endswith("+drafts"), steps=args.steps, prompts_per_step=8,
-        group_size=8, igrpo_drafts=4, lr=args.lr, max_completion_length=task.max_new, seed=seed, rewards=task.reward,
-        source=task.source, torch_threads=0, temperature=args.temperature,
+        algo=algo.split("+")[0], igrpo_train_drafts=algo.endswith("+drafts"), igrpo_select=select or "best",
+        steps=args.steps, prompts_per_step=8, group_size=8, igrpo_drafts=4, lr=args.lr,
+        max_completion_length=task.max_new, seed=seed, rewards=task.reward, source=task.source, torch_threads=0,
+        temperature=args.temperature,
     )  # fmt: skip
     policy = load_policy(start, config)
     trainer = RLTrainer(config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id,
