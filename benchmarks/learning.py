@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=512)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), help=f"of {', '.join(ARMS)}")
     parser.add_argument("--out", default="benchmarks/plots")
+    parser.add_argument("--tag", default="", help="suffix of the output files (runs of other arms)")
     parser.add_argument("--plot-only", default="", help="re-plot (and re-tabulate) a saved results JSON")
     args = parser.parse_args()
     if args.plot_only:
@@ -216,7 +217,7 @@ def main() -> None:
             print(json.dumps({k: v for k, v in r.items() if k != "curves"}), flush=True)
     report["results"] = results
     out = Path(args.out)
-    name = f"learning-{args.task}-{args.model}-{args.size}"
+    name = f"learning-{args.task}-{args.model}-{args.size}" + (f"-{args.tag}" if args.tag else "")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(report))
     plot(results, out / f"{name}.png", f"{args.task}, {args.model} {args.size}: {args.steps} steps, mean of seeds")
