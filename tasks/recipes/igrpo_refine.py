@@ -1,9 +1,11 @@
 """iGRPO's refinement format (2602.09000, SPECS §2) and SFT data that teaches it before RL.
 
 Stage 2 of iGRPO shows the policy its own draft and asks for a better answer. A policy that never
-saw that format treats the draft as noise: measured on the tiny char model, refinements scored
-0.12 below their drafts (RESULTS.md, "Learning"). This recipe writes "question, draft, request →
-corrected chain" samples from the policy's own drafts, so the format is learned first:
+saw that format treats the draft as noise: measured on the tiny char model (arith), a policy whose
+greedy answers were 91% right answered the refinement prompt around them right 1.4% of the time;
+after this data (mixed with the gold chains) 79% (RESULTS.md, "Learning"). This recipe writes
+"question, draft, request → corrected chain" samples from the policy's own drafts, so the format
+is learned first:
 
     sample `drafts` per training problem with the policy -> COMMIT them as rollouts (lineage),
     or (`from_run`) take a stored run's rollouts of those problems, rescored by answer type
