@@ -137,12 +137,12 @@ def plot(results: list[dict], path: Path, title: str) -> None:
         return [statistics.fmean(xs[max(0, i - k + 1) : i + 1]) for i in range(len(xs))]
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for arm in dict.fromkeys(r["arm"] for r in results):
+    for index, arm in enumerate(dict.fromkeys(r["arm"] for r in results)):
         runs = [r["curves"] for r in results if r["arm"] == arm]
         for ax, key in zip(axes, ("single", "refine", "reward"), strict=True):
             mean = [statistics.fmean(v) for v in zip(*(c[key] for c in runs), strict=True)]
-            if not all(math.isnan(x) for x in mean):
-                ax.plot(smooth(mean), label=arm)
+            if not all(math.isnan(x) for x in mean):  # one colour per arm in every panel
+                ax.plot(smooth(mean), label=arm, color=f"C{index}")
     axes[0].set(title="single-pass entropy (GRPO samples / iGRPO drafts)", xlabel="step", ylabel="nats per token")
     axes[1].set(title="refinement entropy (iGRPO)", xlabel="step")
     axes[2].set(title="training reward (the batch)", xlabel="step")
