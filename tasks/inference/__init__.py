@@ -1,0 +1,1 @@
+"""Inference strategies that spend extra calls where a first answer is uncertain."""
