@@ -58,3 +58,42 @@ def test_ties_are_never_split_and_bad_input_is_refused() -> None:
         calibrate_threshold(dev, 1.5)
     with pytest.raises(ValueError, match="dev scores"):
         calibrate_threshold([], 0.5)
+
+
+def test_option_logprobs_match_a_direct_forward(sft_model, model_kind: str) -> None:
+    """log P(letter | prompt, prefix) from the batched scorer equals a plain forward's, both kinds;
+    on the character model it is the next-token log-softmax at the answer position."""
+    import torch
+
+    from reasonloop.tasks.models.loading import load_tokenizer
+    from reasonloop.trainers.config import TrainConfig
+    from reasonloop.trainers.option_scores import answer_prefix, option_logprobs
+    from reasonloop.trainers.policy import load_policy
+
+    tokenizer = load_tokenizer(sft_model)
+    model = load_policy(sft_model, TrainConfig()).model.eval()
+    prompt = tokenizer("12+7=", add_special_tokens=False)["input_ids"]
+    prefix = answer_prefix("1+7=8;10+0=10;#19 then #")
+    assert prefix == "1+7=8;10+0=10;#19 then #" and answer_prefix("no marker") is None
+    options = ["1", "2", "7"]
+    got = option_logprobs(model, tokenizer, [prompt], [prefix], options)[0]
+
+    def sequence_logprob(ids: list[int]) -> float:
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + ids])).logits.float()
+        logp = torch.log_softmax(logits[0, len(prompt) - 1 : -1], -1)
+        return float(logp.gather(-1, torch.tensor(ids)[:, None]).sum())
+
+    base = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    for o in options:
+        full = tokenizer(prefix + o, add_special_tokens=False)["input_ids"]
+        assert got[o] == pytest.approx(sequence_logprob(full) - sequence_logprob(base), abs=1e-3)
+    if model_kind == "char":
+        with torch.no_grad():
+            last = torch.log_softmax(model(torch.tensor([prompt + base])).logits[0, -1].float(), -1)
+        for o in options:
+            assert got[o] == pytest.approx(float(last[tokenizer.convert_tokens_to_ids(o)]), abs=1e-3)
+    p = option_distribution(got, options)
+    assert sum(p) == pytest.approx(1.0) and all(0 <= x <= 1 for x in p)
+    with pytest.raises(ValueError, match="answer prefix"):
+        option_logprobs(model, tokenizer, [prompt], [""], options)
