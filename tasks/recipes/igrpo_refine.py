@@ -171,18 +171,16 @@ def stored_drafts(store: Any, tokenizer: Any, problems: list[dict], config: Refi
     if not rows:
         stage = f", stage {config.from_stage!r}" if config.from_stage else ""
         raise ValueError(f"no rollouts of run {config.from_run!r}{stage}")
-    by_problem: dict[str, list[dict]] = {}
-    for row in rows:
-        by_problem.setdefault(row["problem_id"], []).append(row)
-    sets: list[DraftSet] = []
-    for problem in problems:
-        mine = by_problem.get(problem["id"], [])
-        if not mine:
-            continue
-        scores = score_by_answer_type([problem["prompt"]] * len(mine), [r["completion"] for r in mine],
-                                      [problem["answer"]] * len(mine), [problem["answer_type"]] * len(mine))  # fmt: skip
-        rendered = prompt_policy.render(tokenizer, problem["prompt"], problem["messages"])
-        sets.append(
-            (problem, rendered, [(r["completion"], s == 1.0, r["id"]) for r, s in zip(mine, scores, strict=True)])
-        )
-    return sets
+    problem_of = {p["id"]: p for p in problems}
+    rows = [r for r in rows if r["problem_id"] in problem_of]
+    owners = [problem_of[r["problem_id"]] for r in rows]
+    scores = score_by_answer_type([o["prompt"] for o in owners], [r["completion"] for r in rows],
+                                  [o["answer"] for o in owners], [o["answer_type"] for o in owners])  # fmt: skip
+    by_problem: dict[str, list[tuple[str, bool, str]]] = {}
+    for row, score in zip(rows, scores, strict=True):  # one scoring call for the whole run
+        by_problem.setdefault(row["problem_id"], []).append((row["completion"], score == 1.0, row["id"]))
+    return [
+        (p, prompt_policy.render(tokenizer, p["prompt"], p["messages"]), by_problem[p["id"]])
+        for p in problems
+        if p["id"] in by_problem
+    ]
