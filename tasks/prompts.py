@@ -50,6 +50,12 @@ def encode(tokenizer: Any, prompt: str | Messages | Sequence[int]) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def engine_inputs(engine: Any, tokenizer: Any, prompts: Sequence[str | Messages]) -> list:
+    """What to hand an engine: token ids where it takes them (the exact prompt training sees,
+    whoever samples), else the rendered prompts themselves."""
+    return [encode(tokenizer, p) for p in prompts] if engine.accepts_token_ids else list(prompts)
+
+
 def display(tokenizer: Any, prompt: str | Messages) -> str:
     """The prompt's text as the model sees it (the rendered template for messages)."""
     return prompt if isinstance(prompt, str) else template_text(tokenizer, prompt, generation_prompt=True)

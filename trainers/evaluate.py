@@ -102,7 +102,7 @@ def refine_greedy(
         refinement_prompt(r, p["prompt"], d, template, request)
         for p, r, d in zip(problems, rendered, drafts, strict=True)
     ]  # fmt: skip
-    inputs = [prompt_policy.encode(tokenizer, a) for a in asks] if engine.accepts_token_ids else asks
+    inputs = prompt_policy.engine_inputs(engine, tokenizer, asks)
     out = engine.generate(inputs, 1, SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
     texts = [""] * len(asks)
     for c in out:

@@ -248,8 +248,7 @@ def evaluate_model(
 
         sampler = BacktrackingEngine(sampler, tokenizer)
     rendered = [prompt_policy.render(tokenizer, p["prompt"], p["messages"], chat_template) for p in problems]
-    # Token ids where the engine takes them: the exact prompt training sees, whoever samples.
-    prompts = [prompt_policy.encode(tokenizer, r) for r in rendered] if sampler.accepts_token_ids else rendered
+    prompts = prompt_policy.engine_inputs(sampler, tokenizer, rendered)
 
     def score(rows: list[dict], texts: list[str]) -> list[float | None]:
         return score_by_answer_type([r["prompt"] for r in rows], texts, [r["answer"] for r in rows],

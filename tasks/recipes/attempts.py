@@ -49,7 +49,7 @@ def sample_attempts(
     """n samples per problem through the training prompt policy, scored by answer type and
     committed to `rollouts` under `run_id` (the lineage of whatever is built from them)."""
     rendered = [prompt_policy.render(tokenizer, p["prompt"], p["messages"]) for p in problems]
-    inputs = [prompt_policy.encode(tokenizer, r) for r in rendered] if engine.accepts_token_ids else rendered
+    inputs = prompt_policy.engine_inputs(engine, tokenizer, rendered)
     completions = engine.generate(inputs, n, sampling) if problems else []
     rows = rollout_rows(
         completions, rendered, run_id=run_id, policy_version=0, rewards=None, source="train",
