@@ -183,6 +183,18 @@ def test_vllm_translation_layer() -> None:
         completions_from_vllm(broken, 0, exact=True)
 
 
+def test_vllm_top_logprobs_translate() -> None:
+    assert vllm_sampling_kwargs(SamplingParams(top_logprobs=5), n=1)["logprobs"] == 5
+    entry = lambda x, text: SimpleNamespace(logprob=x, rank=1, decoded_token=text)
+    sample = SimpleNamespace(text="#B", token_ids=[3, 7], finish_reason="stop",
+                             logprobs=[{3: entry(-0.1, "#")}, {7: entry(-0.4, "B"), 6: entry(-1.2, "A")}])  # fmt: skip
+    (out,) = completions_from_vllm(SimpleNamespace(prompt_token_ids=[1], outputs=[sample]), 0, exact=False,
+                                   top_logprobs=2)  # fmt: skip
+    assert out.extra["tokens"] == ["#", "B"] and out.extra["top_logprobs"][1] == {"B": -0.4, "A": -1.2}
+    (plain,) = completions_from_vllm(SimpleNamespace(prompt_token_ids=[1], outputs=[sample]), 0, exact=False)
+    assert "top_logprobs" not in plain.extra
+
+
 def test_vllm_engine_says_how_to_install() -> None:
     try:
         import vllm  # noqa: F401

@@ -58,3 +58,26 @@ def test_concurrency_limit_is_respected() -> None:
         out = engine.generate([f"p{i}" for i in range(12)], 1, SamplingParams())
         assert [c.prompt_index for c in out] == list(range(12))
         assert server.max_in_flight == 3
+
+
+class CharDecoder:
+    """Stands in for a tokenizer whose token ids are character codes (as the fake server's)."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return "".join(chr(i) for i in ids)
+
+
+def test_top_logprobs_are_asked_for_and_decoded() -> None:
+    with FakeOpenAI() as server:
+        sampling = SamplingParams(max_new_tokens=8, top_logprobs=3)
+        plain = make_engine("openai", base_url=server.url, model="m", **FAST)
+        chat = plain.generate([[{"role": "user", "content": "A"}]], 1, sampling)[0]
+        decoded = make_engine("openai", base_url=server.url, model="m", tokenizer=CharDecoder(), **FAST)
+        text = decoded.generate(["A"], 1, sampling)[0]
+        assert server.requests[0]["top_logprobs"] == 3 and server.requests[1]["logprobs"] == 3
+        # Without a tokenizer the server's `token_id:N` spelling stays; with one, token texts.
+        assert chat.extra["tokens"][0] == "token_id:65" and len(chat.extra["top_logprobs"]) == len("A->0")
+        assert text.extra["tokens"] == list("A->0")
+        assert text.extra["top_logprobs"][0] == {"A": -0.1, "B": -1.1, "C": -2.1}
+        untouched = plain.generate(["A"], 1, SamplingParams(max_new_tokens=8))[0]
+        assert server.requests[-1]["logprobs"] == 0 and "top_logprobs" not in untouched.extra

@@ -40,14 +40,18 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()  # extra ids that end a completion (every EOS id always does)
     stop: tuple[str, ...] = ()  # strings that end a completion (not part of its text, as in vLLM)
     ignore_eos: bool = False  # always generate max_new_tokens (benchmarks, fixed-length tests)
+    # k > 0: per generated token, its k most likely alternatives as {token text: logprob} in
+    # Completion.extra["top_logprobs"] (at T=1 when greedy; as the engine reports them otherwise),
+    # with the generated tokens' texts in extra["tokens"]: what Reinforcement Inference reads.
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError("temperature must be >= 0 (0 = greedy)")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
-        if self.top_k < 0 or self.max_new_tokens < 1:
-            raise ValueError("top_k must be >= 0 and max_new_tokens >= 1")
+        if self.top_k < 0 or self.max_new_tokens < 1 or self.top_logprobs < 0:
+            raise ValueError("top_k and top_logprobs must be >= 0 and max_new_tokens >= 1")
 
 
 @dataclass

@@ -15,9 +15,10 @@ policy scores. `load_weights` is the weight-sync protocol (trainers/engines.py):
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,18 +35,29 @@ def _token_id(token: str) -> int | None:
     return int(token.split(":", 1)[1]) if token.startswith("token_id:") else None
 
 
-def parse_choice(choice: dict[str, Any], prompt_index: int, chat: bool) -> Completion:
-    """A completions or chat-completions choice -> Completion (token ids where the server sent them)."""
+def parse_choice(
+    choice: dict[str, Any], prompt_index: int, chat: bool, decode: Callable[[int], str] | None = None
+) -> Completion:
+    """A completions or chat-completions choice -> Completion (token ids where the server sent
+    them). Alternatives the server sent (`top_logprobs`) go to extra["top_logprobs"] with the
+    tokens' texts in extra["tokens"]; a `token_id:N` spelling is decoded with `decode` if given."""
     lp = choice.get("logprobs") or {}
     if chat:
         text = (choice.get("message") or {}).get("content") or ""
         entries = lp.get("content") or []
         tokens = [e.get("token", "") for e in entries]
         logprobs = [float(e.get("logprob", 0.0)) for e in entries]
+        tops = [{a.get("token", ""): float(a.get("logprob", -math.inf)) for a in e.get("top_logprobs") or []}
+                for e in entries]  # fmt: skip
     else:
         text = choice.get("text") or ""
         tokens = lp.get("tokens") or []
         logprobs = [float(x) if x is not None else 0.0 for x in lp.get("token_logprobs") or []]
+        tops = [{k: float(v) for k, v in (top or {}).items()} for top in lp.get("top_logprobs") or []]
+    alternatives = {
+        "tokens": [_spelled(t, decode) for t in tokens],
+        "top_logprobs": [{_spelled(k, decode): v for k, v in top.items()} for top in tops],
+    } if any(tops) else {}  # fmt: skip
     ids = [_token_id(t) for t in tokens]
     token_ids = [i for i in ids if i is not None] if ids and all(i is not None for i in ids) else []
     return Completion(
@@ -57,8 +69,14 @@ def parse_choice(choice: dict[str, Any], prompt_index: int, chat: bool) -> Compl
         prompt_ids=[],
         prompt_index=prompt_index,
         logprobs_exact=False,
-        extra={"server_logprobs": logprobs},
+        extra={"server_logprobs": logprobs, **alternatives},
     )
+
+
+def _spelled(token: str, decode: Callable[[int], str] | None) -> str:
+    """A token's text: servers asked for token ids spell tokens `token_id:N`."""
+    token_id = _token_id(token)
+    return decode(token_id) if token_id is not None and decode is not None else token
 
 
 @register_engine("openai")
@@ -90,6 +108,7 @@ class OpenAIEngine:
         self.max_concurrency, self.max_retries, self.backoff_s = max_concurrency, max_retries, backoff_s
         self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"})
         self._jitter = random.Random(seed)
+        self._decode = (lambda i: tokenizer.decode([i], skip_special_tokens=False)) if tokenizer is not None else None
 
     def _body(self, prompt: Prompt, n: int, sampling: SamplingParams, seed: int | None) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
@@ -101,8 +120,9 @@ class OpenAIEngine:
         if sampling.top_k:
             body["top_k"] = sampling.top_k
         if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
-            return "/v1/completions", {**body, "prompt": prompt, "logprobs": 0}
-        return "/v1/chat/completions", {**body, "messages": prompt, "logprobs": True, "top_logprobs": 0}
+            return "/v1/completions", {**body, "prompt": prompt, "logprobs": sampling.top_logprobs}
+        return "/v1/chat/completions", {**body, "messages": prompt, "logprobs": True,
+                                        "top_logprobs": sampling.top_logprobs}  # fmt: skip
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(self.max_retries + 1):
@@ -128,7 +148,8 @@ class OpenAIEngine:
         choices = sorted(data.get("choices", []), key=lambda c: c.get("index", 0))
         if len(choices) != n:
             raise EngineError(f"asked for {n} samples, server returned {len(choices)}")
-        out = [parse_choice(c, index, chat=path.endswith("chat/completions")) for c in choices]
+        chat = path.endswith("chat/completions")
+        out = [parse_choice(c, index, chat=chat, decode=self._decode) for c in choices]
         if self.accepts_token_ids and isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
             for c in out:
                 if not c.token_ids and c.text:

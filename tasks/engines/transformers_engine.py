@@ -113,6 +113,7 @@ class TransformersEngine:
         if device is not None:
             model = model.to(device)
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self._texts: dict[int, str] = {}  # token id -> text, for top_logprobs
         self.dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
         self.pad_id = pad_token_id(tokenizer, model)
         self.eos_ids = eos_token_ids(model, tokenizer)
@@ -196,6 +197,9 @@ class TransformersEngine:
         entropies = torch.zeros((batch, steps), device=device)
         lengths = torch.full((batch,), steps, dtype=torch.long, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        k = sampling.top_logprobs
+        top_values = torch.zeros((batch, steps, k), device=device)
+        top_ids = torch.zeros((batch, steps, k), dtype=torch.long, device=device)
         next_pos = positions[:, -1:] + 1
         greedy = sampling.temperature == 0
         for t in range(steps):
@@ -217,6 +221,8 @@ class TransformersEngine:
             tokens[:, t] = token
             logprobs[:, t] = logp.gather(-1, token[:, None]).squeeze(-1)
             entropies[:, t] = torch.special.entr(probs).sum(-1)
+            if k:
+                top_values[:, t], top_ids[:, t] = logp.topk(min(k, logp.shape[-1]), dim=-1)
             stopped = ~finished & torch.isin(token, stop_ids) if not sampling.ignore_eos else torch.zeros_like(finished)
             if sampling.stop:
                 stopped |= self._stop_strings(tokens[:, : t + 1], ~finished & ~stopped, sampling.stop)
@@ -241,6 +247,7 @@ class TransformersEngine:
             finished.cpu(),
             sampling.stop,
             self.eos_ids | set(sampling.stop_token_ids),
+            (top_values.cpu(), top_ids.cpu()) if k else None,
         )
 
     def _stop_strings(self, tokens: torch.Tensor, live: torch.Tensor, stop: tuple[str, ...]) -> torch.Tensor:
@@ -254,9 +261,10 @@ class TransformersEngine:
         return hit
 
     def _completions(
-        self, jobs, tokens, logprobs, entropies, lengths, finished, stop=(), stop_ids=()
+        self, jobs, tokens, logprobs, entropies, lengths, finished, stop=(), stop_ids=(), top=None
     ) -> list[Completion]:
         out = []
+        text_of = self._token_text
         for b, (prompt_index, prompt_ids) in enumerate(jobs):
             n = int(lengths[b])
             ids = tokens[b, :n].tolist()
@@ -272,5 +280,20 @@ class TransformersEngine:
                 finish_reason="stop" if stopped else "length",
                 prompt_ids=prompt_ids,
                 prompt_index=prompt_index,
+                extra={} if top is None else {
+                    "tokens": [text_of(i) for i in ids],
+                    "top_logprobs": [
+                        {text_of(i): v for v, i in zip(top[0][b, t].tolist(), top[1][b, t].tolist(), strict=True)}
+                        for t in range(n)
+                    ],
+                },
             ))  # fmt: skip
         return out
+
+    def _token_text(self, token_id: int) -> str:
+        """One token's text as decoding it alone gives (a byte-level BPE piece that is part of a
+        multi-byte character decodes to a replacement character; option letters never are)."""
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self._texts[token_id] = self.tokenizer.decode([token_id], skip_special_tokens=False)
+        return text

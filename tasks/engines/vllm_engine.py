@@ -22,7 +22,7 @@ VLLM_MISSING = "the vllm engine needs vLLM: pip install 'reasonloop[vllm]' (GPU 
 
 def vllm_sampling_kwargs(sampling: SamplingParams, n: int) -> dict[str, Any]:
     """Keyword arguments for `vllm.SamplingParams`. logprobs=0 returns the sampled token's
-    logprob only (no alternatives)."""
+    logprob only; k > 0 also its k most likely alternatives (`top_logprobs`)."""
     return {
         "n": n,
         "temperature": sampling.temperature,
@@ -30,7 +30,7 @@ def vllm_sampling_kwargs(sampling: SamplingParams, n: int) -> dict[str, Any]:
         "top_k": sampling.top_k if sampling.top_k > 0 else -1,  # vLLM: -1 disables top-k
         "max_tokens": sampling.max_new_tokens,
         "seed": sampling.seed,
-        "logprobs": 0,
+        "logprobs": sampling.top_logprobs,
         "stop_token_ids": list(sampling.stop_token_ids),
         "ignore_eos": sampling.ignore_eos,
         "skip_special_tokens": True,
@@ -47,8 +47,16 @@ def _token_logprob(step: Mapping[int, Any], token_id: int) -> float:
     return float(entry.logprob if hasattr(entry, "logprob") else entry)
 
 
-def completions_from_vllm(request_output: Any, prompt_index: int, *, exact: bool) -> list[Completion]:
-    """One vLLM RequestOutput (its .outputs are the n samples) -> our Completions."""
+def _top(step: Mapping[int, Any]) -> dict[str, float]:
+    """A step's alternatives (vLLM's Logprob objects, decoded) as {token text: logprob}."""
+    return {str(entry.decoded_token): float(entry.logprob) for entry in step.values()}
+
+
+def completions_from_vllm(
+    request_output: Any, prompt_index: int, *, exact: bool, top_logprobs: int = 0
+) -> list[Completion]:
+    """One vLLM RequestOutput (its .outputs are the n samples) -> our Completions (with
+    `top_logprobs`: the alternatives and token texts in `extra`, as SamplingParams says)."""
     prompt_ids = list(request_output.prompt_token_ids or [])
     out = []
     for sample in request_output.outputs:
@@ -65,7 +73,10 @@ def completions_from_vllm(request_output: Any, prompt_index: int, *, exact: bool
             prompt_ids=prompt_ids,
             prompt_index=prompt_index,
             logprobs_exact=exact,
-            extra={"vllm_finish_reason": sample.finish_reason},
+            extra={"vllm_finish_reason": sample.finish_reason, **({
+                "tokens": [str(step[tok].decoded_token) for step, tok in zip(steps, ids, strict=True)],
+                "top_logprobs": [_top(step) for step in steps],
+            } if top_logprobs else {})},
         ))  # fmt: skip
     return out
 
@@ -137,7 +148,8 @@ class VLLMEngine:
             outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         else:
             outputs = self.llm.chat(list(prompts), params, use_tqdm=False)
-        return [c for i, o in enumerate(outputs) for c in completions_from_vllm(o, i, exact=exact)]
+        top = sampling.top_logprobs
+        return [c for i, o in enumerate(outputs) for c in completions_from_vllm(o, i, exact=exact, top_logprobs=top)]
 
     def sleep(self) -> None:
         """Free the engine's GPU memory for the update (with enable_sleep_mode): level 2 drops the

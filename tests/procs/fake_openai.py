@@ -24,17 +24,22 @@ class FakeOpenAI(LocalJSONServer):
 
     def _reply(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        k = int(body.get("top_logprobs") if chat else body.get("logprobs") or 0)
         choices = []
         for i in range(body.get("n", 1)):
             text = f"{prompt}->{i}"
             tokens = [f"token_id:{ord(c)}" for c in text]
             logprobs = [-0.1 * (k + 1) for k in range(len(text))]
+            # k alternatives per token: the token itself, then the next character codes, 1 nat apart each
+            tops = [{f"token_id:{ord(c) + j}": lp - j for j in range(k)} for c, lp in zip(text, logprobs, strict=True)]
             if chat:
-                entries = [{"token": t, "logprob": lp} for t, lp in zip(tokens, logprobs, strict=True)]
+                entries = [{"token": t, "logprob": lp, "top_logprobs": [{"token": a, "logprob": v} for a, v in top.items()]}
+                           for t, lp, top in zip(tokens, logprobs, tops, strict=True)]  # fmt: skip
                 choices.append({"index": i, "message": {"role": "assistant", "content": text},
                                 "logprobs": {"content": entries}, "finish_reason": "stop"})  # fmt: skip
             else:
-                choices.append({"index": i, "text": text, "logprobs": {"tokens": tokens, "token_logprobs": logprobs},
+                choices.append({"index": i, "text": text, "logprobs": {"tokens": tokens, "token_logprobs": logprobs,
+                                                                  "top_logprobs": tops if k else None},
                                 "finish_reason": "length"})  # fmt: skip
         return {"choices": choices}
 
