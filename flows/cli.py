@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from reasonloop.flows.cli_drsci import app as drsci_app
+from reasonloop.flows.cli_evaluate import evaluate as evaluate_command
 from reasonloop.flows.cli_igrpo import app as igrpo_app
-from reasonloop.flows.cli_igrpo import evaluate as evaluate_command
 from reasonloop.flows.cli_model import app as model_app
 from reasonloop.flows.cli_model import generate as generate_command
 from reasonloop.flows.cli_safety import app as safety_app

@@ -1,5 +1,5 @@
-"""`reasonloop igrpo ...`: iGRPO's refinement-format data and SFT (flows/igrpo.py), and
-`reasonloop evaluate` (single-pass, and with --refine iGRPO's draft -> refine second pass).
+"""`reasonloop igrpo ...`: iGRPO's refinement-format data and SFT (flows/igrpo.py); the two-pass
+evaluation is `reasonloop evaluate --refine` (flows/cli_evaluate.py).
 Training is `reasonloop train --algo igrpo [--igrpo-select judge] [--igrpo-template review]`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from reasonloop.flows.cli_store import RootOption
-from reasonloop.tasks.recipes.igrpo_refine import DEFAULT_REQUEST, template_text
+from reasonloop.tasks.recipes.igrpo_refine import DEFAULT_REQUEST
 
 app = typer.Typer(help="iGRPO: refinement-format SFT data and its flow.", no_args_is_help=True)
 
@@ -86,31 +86,3 @@ def refine_sft(
         typer.echo(f"{name:>10}: single-pass {100 * t['draft_accuracy']:.1f}%, draft->refine "
                    f"{100 * t['refine_accuracy']:.1f}% (w->c {100 * t['w_to_c']:.1f}%, c->w {100 * t['c_to_w']:.1f}%)")  # fmt: skip
     typer.echo(json.dumps({"data": result["data"], "checkpoint": result["checkpoint"]}))
-
-
-def evaluate(
-    model: Annotated[str, typer.Option(help="Model folder or hub id.")],
-    split: Annotated[str, typer.Option(help="Problems of this split.")] = "heldout",
-    source: Annotated[str, typer.Option(help="Problems of this source only ('' = all).")] = "",
-    limit: Annotated[int, typer.Option(help="Problems, in id order.")] = 512,
-    max_new_tokens: Annotated[int, typer.Option(help="Completion cap.")] = 64,
-    engine: Annotated[str, typer.Option(help="transformers | vllm | openai (with --engine-url).")] = "transformers",
-    engine_url: Annotated[str, typer.Option(help="openai: the server's base URL.")] = "",
-    refine: Annotated[bool, typer.Option(help="Also iGRPO's draft -> refine second pass.")] = False,
-    template: Template = "repeat",
-    request: Request = DEFAULT_REQUEST,
-    root: RootOption = None,
-) -> None:
-    """Greedy accuracy per task type and pass@k on stored problems (Prefect flow); JSON out."""
-    from reasonloop.flows.prefect_env import flows_module
-
-    try:
-        template_text(template)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--template") from None
-    store_root, flows = flows_module(root, "pipelines")
-    second = {"template": template, "request": request} if refine else None
-    result = flows.evaluate(  # type: ignore[attr-defined]
-        store_root, model, split, source, limit, max_new_tokens, engine, engine_url, refine=second
-    )
-    typer.echo(json.dumps({k: v for k, v in result.items() if k not in ("ids", "correct")}))

@@ -32,6 +32,29 @@ def arith(
                f"sft_samples committed {s.committed} (duplicate {s.duplicates})")  # fmt: skip
 
 
+@app.command("arith-mc")
+def arith_mc(
+    n: Annotated[int, typer.Option(help="Problems to draw (duplicates dropped).")] = 5000,
+    max_digits: Annotated[int, typer.Option(help="Longest operand.")] = 3,
+    chat: Annotated[bool, typer.Option(help="Also as conversations (`messages`), for chat templates.")] = False,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    root: RootOption = None,
+) -> None:
+    """Multiple-choice addition (problems) with direct and deliberate targets (sft_samples): the
+    set `reasonloop evaluate --ri` (Reinforcement Inference) is shown on."""
+    from reasonloop.storage import ReplayStore
+    from reasonloop.tasks.recipes.arith_choice import ArithChoiceConfig, generate
+    from reasonloop.tasks.recipes.chat import as_chat
+
+    problems, samples = generate(ArithChoiceConfig(n=n, max_digits=max_digits, seed=seed))
+    if chat:
+        problems, samples = as_chat(problems, samples)
+    store = ReplayStore(root)
+    p, s = store.write("problems", problems), store.write("sft_samples", samples)
+    typer.echo(f"arith_mc: problems committed {p.committed} (duplicate {p.duplicates}), "
+               f"sft_samples committed {s.committed} (duplicate {s.duplicates})")  # fmt: skip
+
+
 @app.command("veritime")
 def veritime(
     n: Annotated[int, typer.Option(help="Problems to draw (duplicates dropped).")] = 1000,

@@ -215,34 +215,19 @@ def evaluate_model(
     scaling), reported as `corrections`. `backtrack`: backtrack decoding (BSAFE+) on the engine;
     answers are judged on the text a user would see. `refine`: iGRPO's second pass (the greedy
     answer as a draft in the refinement prompt, answered greedily), reported as `two_pass`."""
-    from reasonloop.storage.samplers import split_filter
     from reasonloop.tasks import prompts as prompt_policy
-    from reasonloop.tasks.engines import SamplingParams, make_engine
+    from reasonloop.tasks.engines import SamplingParams
     from reasonloop.tasks.models.loading import load_tokenizer
     from reasonloop.tasks.recipes.octopus import SEPARATOR
     from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
     from reasonloop.tasks.rewards.self_correction import correction_stats
+    from reasonloop.trainers.eval_setup import eval_engine, eval_problems
     from reasonloop.trainers.evaluate import with_corrections
-    from reasonloop.trainers.step_utils import resolve_device
 
-    where, params = split_filter(split, source)
-    params["n"] = limit
-    problems = store.query(
-        f"SELECT id, prompt, messages, answer, answer_type, taxonomy FROM problems WHERE {where} ORDER BY id LIMIT $n",
-        params,
-    ).to_pylist()
+    problems = eval_problems(store, split, source, limit)
     tokenizer = load_tokenizer(model)
-    options: dict[str, dict[str, Any]] = {
-        "transformers": {
-            "model": model,
-            "batch_size": batch_size,
-            "device": str(resolve_device(device)),
-            "dtype": dtype,
-        },
-        "vllm": {"model": str(model), "dtype": dtype},
-        "openai": {"base_url": engine_url, "model": str(model), "tokenizer": tokenizer},
-    }
-    sampler = make_engine(engine, **options.get(engine, {}))  # an unknown name fails listing the valid ones
+    sampler = eval_engine(model, tokenizer, engine=engine, engine_url=engine_url, batch_size=batch_size,
+                          device=device, dtype=dtype)  # fmt: skip
     if backtrack:
         from reasonloop.tasks.engines.backtrack import BacktrackingEngine
 

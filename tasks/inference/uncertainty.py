@@ -21,10 +21,11 @@ def option_distribution(letter_logprobs: Mapping[str, float], options: Sequence[
     """P over `options` from logprobs keyed by token text (surrounding whitespace ignored, so ' B'
     counts for 'B'; the most likely spelling of a letter wins). Options with no logprob get 0; if
     none has one, P is uniform (nothing is known)."""
+    allowed = set(options)  # a set: `"" in "ABCD"` is True when the options are a string of letters
     best: dict[str, float] = {}
     for token, logprob in letter_logprobs.items():
         key = token.strip()
-        if key in options and logprob > best.get(key, -math.inf):
+        if key in allowed and logprob > best.get(key, -math.inf):
             best[key] = logprob
     if not best:
         return [1.0 / len(options)] * len(options)
