@@ -124,6 +124,11 @@ class TrainConfig(ModelOptions):
                                 "engine (an LLM judge served at --judge-url, OpenAI-compatible).")  # fmt: skip
     judge_url: str = opt("", "engine judge: the server's base URL.")
     judge_model: str = opt("", "engine judge: the served model's name.")
+    transfer_receiver: str = opt("", "RLTR (--rewards exact:1,transfer:λ): the frozen receiver, a model folder or hub "
+                                     "id sharing the policy's tokenizer ('' = the starting policy's folder).")  # fmt: skip
+    transfer_url: str = opt("", "RLTR: an OpenAI-compatible server as the receiver (serving --transfer-receiver).")
+    transfer_max_new_tokens: int = opt(0, "RLTR: the receiver's continuation cap (0 = --max-completion-length).")
+    transfer_temperature: float = opt(0.0, "RLTR: the receiver's temperature (0 = greedy).")
     igrpo_drafts: int = opt(0, "iGRPO drafts per prompt N (0 = group_size / 2); refinements = group_size - N.")
     igrpo_select: str = opt("best", "iGRPO draft selection: best | worst | random (ties: the step's RNG) | judge "
                                     "(best by the --judge's verdict on the final answer, not the reward).")  # fmt: skip

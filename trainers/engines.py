@@ -36,12 +36,15 @@ def policy_folder(model: Any) -> str:
     return str(path)
 
 
-def reward_functions(config: TrainConfig) -> dict[str, Any]:
+def reward_functions(config: TrainConfig, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Reward components configured beyond their registered default: `safe` with an engine critic,
-    `rubric` / `unified` with an engine judge."""
+    `rubric` / `unified` with an engine judge, `transfer` (RLTR) with its receiver (which needs the
+    policy's `model`, for its starting folder, and `tokenizer`)."""
     from reasonloop.tasks.engines import make_engine
 
     out: dict[str, Any] = {}
+    if "transfer" in config.reward_weights():
+        out["transfer"] = transfer_reward(config, model, tokenizer)
     if config.critic == "engine":
         from reasonloop.tasks.rewards.safety import EngineCritic, safe_reward
 
@@ -53,6 +56,28 @@ def reward_functions(config: TrainConfig) -> dict[str, Any]:
         scorer = judge_scorer(config)
         out |= {"rubric": RubricReward(scorer, unified=False), "unified": RubricReward(scorer, unified=True)}
     return out
+
+
+def transfer_reward(config: TrainConfig, model: Any, tokenizer: Any) -> Any:
+    """RLTR's reward with its frozen receiver: a transformers engine on `--transfer-receiver` (''
+    = the folder the policy was loaded from, i.e. the starting policy), or a server."""
+    from reasonloop.tasks.engines import make_engine
+    from reasonloop.tasks.models.precision import eos_token_ids
+    from reasonloop.tasks.rewards.transfer import TransferReward
+
+    if tokenizer is None:
+        raise ValueError("the transfer reward needs the policy's tokenizer")
+    name = config.transfer_receiver or policy_folder(model)
+    if config.transfer_url:
+        receiver = make_engine("openai", base_url=config.transfer_url, model=name, tokenizer=tokenizer)
+    else:
+        device = str(next(model.parameters()).device) if model is not None else None
+        receiver = make_engine("transformers", model=name, tokenizer=tokenizer, batch_size=256, device=device)
+    return TransferReward(
+        receiver, tokenizer, eos_ids=sorted(eos_token_ids(model, tokenizer)) if model is not None else (),
+        max_new_tokens=config.transfer_max_new_tokens or config.max_completion_length,
+        temperature=config.transfer_temperature, seed=config.seed,
+    )  # fmt: skip
 
 
 def judge_scorer(config: TrainConfig) -> Any:

@@ -71,7 +71,7 @@ class GroupSampler:
         self.dist = dist or Dist()
         self.compute_dtype = compute_dtype
         self.engine = engine or rollout_engine(config, model, tokenizer, compute_dtype, distributed=self.dist.active)
-        self.reward = reward or CompositeReward(config.reward_weights(), reward_functions(config))
+        self.reward = reward or CompositeReward(config.reward_weights(), reward_functions(config, model, tokenizer))
         self.advantage_fn = ADVANTAGES.get(config.advantage_name)
         self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run
         self.problems = self._load_problems()
@@ -221,7 +221,7 @@ class GroupSampler:
         return self.score_texts(
             [prompts[c.prompt_index] for c in completions], [c.final_text for c in completions],
             [c.token_ids for c in completions], [problems[c.prompt_index] for c in completions],
-            backtrack=[c.extra.get("backtrack") for c in completions],
+            backtrack=[c.extra.get("backtrack") for c in completions], prompt_ids=[c.prompt_ids for c in completions],
         )  # fmt: skip
 
     def score_texts(

@@ -18,7 +18,9 @@ class RewardResult:
 
 class CompositeReward:
     """total = Σ weight_i · reward_i. Components are names from the registry or (name, callable)
-    pairs, so TRL reward functions can be mixed in unchanged."""
+    pairs, so TRL reward functions can be mixed in unchanged. A component object with a `details`
+    dict (per-item lists, set by its last call: the transfer reward's τ and prefix length) adds
+    them as components `name/key`, stored with the rest and never summed."""
 
     def __init__(self, weights: Mapping[str, float], functions: Mapping[str, RewardFn] | None = None) -> None:
         if not weights:
@@ -43,6 +45,8 @@ class CompositeReward:
                 raise ValueError(f"reward {name!r} returned {len(scores)} scores for {len(completions)} completions")
             scores = [None if s is None or not math.isfinite(s) else float(s) for s in scores]
             result.components[name] = scores
+            for key, values in getattr(fn, "details", {}).items():
+                result.components[f"{name}/{key}"] = list(values)
             weight = self.weights[name]
             result.totals = [
                 None if t is None or (s is None and weight != 0) else t + weight * (s or 0.0)
