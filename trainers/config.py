@@ -124,6 +124,12 @@ class TrainConfig(ModelOptions):
                                 "engine (an LLM judge served at --judge-url, OpenAI-compatible).")  # fmt: skip
     judge_url: str = opt("", "engine judge: the server's base URL.")
     judge_model: str = opt("", "engine judge: the served model's name.")
+    verify_every: int = opt(0, "Learning to Self-Verify: one verification step (the policy judges its own recent "
+                               "responses, rewarded by label match) after every k generation steps; 0 = off.")  # fmt: skip
+    verify_template: str = opt("teacher", "Self-verify prompt: teacher (the paper's grading prompt, \\boxed{Yes/No}) | "
+                                          "short (tiny models: question, response, 'verify:' -> #Yes/#No) | a text "
+                                          "with {question} and {response}.")  # fmt: skip
+    verify_mode: str = opt("full", "Self-verify: show the full response | only its final answer (answer).")
     transfer_receiver: str = opt("", "RLTR (--rewards exact:1,transfer:λ): the frozen receiver, a model folder or hub "
                                      "id sharing the policy's tokenizer ('' = the starting policy's folder).")  # fmt: skip
     transfer_url: str = opt("", "RLTR: an OpenAI-compatible server as the receiver (serving --transfer-receiver).")
@@ -213,6 +219,14 @@ class TrainConfig(ModelOptions):
             raise ValueError("critic must be rules, or engine with --critic-url")
         if self.judge not in ("keyword", "engine") or (self.judge == "engine" and not self.judge_url):
             raise ValueError("judge must be keyword, or engine with --judge-url")
+        if self.verify_every:
+            from reasonloop.tasks.recipes import self_verify
+
+            self_verify.template_text(self.verify_template)
+            if self.verify_mode not in self_verify.MODES or self.verify_every < 0 or self.algo in ("igrpo", "octopus"):
+                raise ValueError(f"self-verify: verify_mode must be one of {', '.join(self_verify.MODES)}, "
+                                 "verify_every >= 0, "
+                                 "and the algorithm one with single-stage groups (not igrpo or octopus)")  # fmt: skip
         if self.dynamic_curriculum and self.curriculum:
             raise ValueError("--dynamic-curriculum and --curriculum (a fixed order) exclude each other")
         if self.algo == "octopus":

@@ -39,6 +39,7 @@ from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist, merge_metrics
 from reasonloop.trainers.policy import reference_policy
 from reasonloop.trainers.sampler import GroupSampler
+from reasonloop.trainers.self_verify import is_verify_step
 from reasonloop.trainers.sft import sft_guidance
 from reasonloop.trainers.sharding import Sharding
 from reasonloop.trainers.step_utils import (
@@ -149,6 +150,14 @@ class RLTrainer(GroupSampler):
                 )
                 metrics["sequences_generated"] = metrics.get("sequences_generated", 0) + len(problems) * c.group_size
                 return result.batch_files
+
+        if is_verify_step(step, c.verify_every):  # Learning to Self-Verify: this step judges, not solves
+            from reasonloop.trainers.self_verify import train_round as verify_round
+
+            solve_round = one_round
+
+            def one_round(r: int) -> list:
+                return verify_round(self, step, r, metrics) or solve_round(r)
 
         def read(files: list, nonzero_std: bool = False) -> pa.Table:
             with self.timed("store_read"):

@@ -215,20 +215,22 @@ class GroupSampler:
         self.generation_calls += 1
         return self.engine.generate(prompts, n, self.sampling(step, stage, draws or range(len(prompts))))
 
-    def score(self, completions: list[Completion], prompts: list[str], problems: list[dict]) -> Any:
+    def score(self, completions: list[Completion], prompts: list[str], problems: list[dict], reward: Any = None) -> Any:
         """Rewards with the problem's columns (answer, process labels) aligned to each completion,
         on the text a user sees (after backtrack decoding, whose counts arrive as `backtrack`)."""
         return self.score_texts(
             [prompts[c.prompt_index] for c in completions], [c.final_text for c in completions],
             [c.token_ids for c in completions], [problems[c.prompt_index] for c in completions],
             backtrack=[c.extra.get("backtrack") for c in completions], prompt_ids=[c.prompt_ids for c in completions],
+            reward=reward,
         )  # fmt: skip
 
     def score_texts(
-        self, prompts: list, texts: list[str], ids: list[list[int]], problems: list[dict], **columns: Any
-    ) -> Any:
-        """The run's reward functions on completions, each with its own problem's columns."""
-        return self.reward(
+        self, prompts: list, texts: list[str], ids: list[list[int]], problems: list[dict], reward: Any = None,
+        **columns: Any,
+    ) -> Any:  # fmt: skip
+        """The run's reward functions (or `reward`) on completions, each with its own problem's columns."""
+        return (reward or self.reward)(
             prompts, texts, completion_ids=ids, answer=[r["answer"] for r in problems],
             answer_type=[r.get("answer_type") for r in problems], process_labels=[r.get("process_labels") for r in problems],
             rubric=[r.get("rubric") for r in problems],
@@ -259,6 +261,7 @@ class GroupSampler:
         `draws`: the problems' global draw indices (default 0..n-1; a data-parallel rank's share
         starts further on), which key their groups and seeds."""
         metrics = extra.pop("metrics", None)
+        reward = extra.pop("reward", None) or self.reward  # a round's own (self-verification's label match)
         given = extra.pop("draws", None)
         all_draws = list(given) if given is not None else list(range(len(problems)))
         prompts = extra.pop("prompts", None) or [self.render(p) for p in problems]
@@ -287,7 +290,7 @@ class GroupSampler:
                 elif prefix:
                     c.visible_text = prefix + c.text
         with self.timed("reward"):
-            rewards = self.score(completions, prompts, problems)
+            rewards = self.score(completions, prompts, problems, reward)
             draws_of = [c.prompt_index for c in completions]
             advantages = self.group_advantages(draws_of, rewards.totals) if extra.pop("train", True) else None
         if metrics is not None:
