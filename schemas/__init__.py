@@ -10,6 +10,7 @@ from reasonloop.schemas.problems import PROBLEMS
 from reasonloop.schemas.promotions import PROMOTIONS
 from reasonloop.schemas.rejected import REJECTED
 from reasonloop.schemas.rollouts import ROLLOUTS
+from reasonloop.schemas.schedule import SCHEDULE
 from reasonloop.schemas.sft_samples import SFT_SAMPLES
 from reasonloop.schemas.train_metrics import TRAIN_METRICS
 
@@ -25,6 +26,7 @@ TABLES: dict[str, TableSpec] = {
         CHECKPOINTS,
         PROMOTIONS,
         REJECTED,
+        SCHEDULE,
     )
 }
 

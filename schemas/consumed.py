@@ -7,7 +7,8 @@ trainer may consume other rollouts at a step than its killed predecessor did: th
 trained checkpoint N are, for each step <= N, those of the highest attempt <= N's attempt
 (storage.lineage). `status`: `trained`, or for groups a step drew and did not train on,
 `overflow` (dynamic sampling had more useful groups than the step takes) or `zero_variance`
-(every sample scored the same) or `unscored` (its reward was None: no verdict, no advantage).
+(every sample scored the same) or `unscored` (its reward was None: no verdict, no advantage) or
+`unselected` (a rollout scheduler, --scheduler cbs, left it out).
 `use` is the how-manieth time the rollout trained (replay and
 async reuse), `weight` the mean per-token importance weight it trained with (1: none).
 Written each step just before that step's `train_metrics` row. Partitioned by `run_id`.
@@ -19,7 +20,7 @@ import pyarrow as pa
 
 from reasonloop.schemas.common import TableSpec
 
-CONSUMED_STATUS = frozenset({"trained", "overflow", "zero_variance", "unscored"})
+CONSUMED_STATUS = frozenset({"trained", "overflow", "zero_variance", "unscored", "unselected"})
 
 CONSUMED = TableSpec(
     name="consumed",

@@ -96,6 +96,15 @@ class TrainConfig(ModelOptions):
     max_refill_rounds: int = opt(3, "Cap on extra generation rounds per step for dynamic sampling.")
     replay_groups: int = opt(0, "Also train on this many earlier groups per step (replay), IS-corrected.")
     max_staleness: int = opt(1, "Replayed/async rows need policy_version >= current - k (k = this; 0 = on-policy).")
+    scheduler: str = opt("uniform", "Which rollouts a step trains on: uniform (its own groups, plus --replay-groups "
+                                    "earlier groups drawn uniformly) | cbs (Contextual Rollout Bandits: a scheduler "
+                                    "learned online over its rollouts and stale ones; trainers/cbs.py).")  # fmt: skip
+    cbs_keep: int = opt(0, "CBS: rollouts kept per fresh group, best-scored first (0 = all of them).")
+    cbs_replay_rows: int = opt(16, "CBS: best-scored stale rollouts (within --max-staleness) added per step.")
+    cbs_explore: float = opt(1.0, "CBS: γ, the weight of the exploration bonus.")
+    cbs_entropy_weight: float = opt(1.0, "CBS: w_e, the weight of the entropy term in the delayed reward.")
+    cbs_entropy_min: float = opt(0.0, "CBS: e_min; the entropy term applies while the entropy is above it.")
+    cbs_lr: float = opt(1e-3, "CBS: learning rate of the scheduler's MLP.")
     async_rollouts: bool = opt(False, "Consume rollouts committed by `reasonloop rollout-worker` processes.")
     publish_every: int = opt(
         1, "Async: publish weights only (safetensors + config) every M steps for the rollout workers."
@@ -219,6 +228,11 @@ class TrainConfig(ModelOptions):
             raise ValueError("critic must be rules, or engine with --critic-url")
         if self.judge not in ("keyword", "engine") or (self.judge == "engine" and not self.judge_url):
             raise ValueError("judge must be keyword, or engine with --judge-url")
+        if self.scheduler not in ("uniform", "cbs"):
+            raise ValueError("scheduler must be uniform or cbs")
+        if self.scheduler == "cbs" and (self.replay_groups or self.async_rollouts or self.algo in ("igrpo", "octopus")):
+            raise ValueError("--scheduler cbs chooses the replayed rollouts itself: not with --replay-groups, async "
+                             "rollouts, igrpo or octopus")  # fmt: skip
         if self.verify_every:
             from reasonloop.tasks.recipes import self_verify
 

@@ -39,7 +39,7 @@ from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist, merge_metrics
 from reasonloop.trainers.policy import reference_policy
 from reasonloop.trainers.sampler import GroupSampler
-from reasonloop.trainers.self_verify import is_verify_step
+from reasonloop.trainers.self_verify import with_verification
 from reasonloop.trainers.sft import sft_guidance
 from reasonloop.trainers.sharding import Sharding
 from reasonloop.trainers.step_utils import (
@@ -119,7 +119,8 @@ class RLTrainer(GroupSampler):
         self.attempt = 0  # this process among the run's trainers (set when training starts; see trainers.lineage)
         # group -> times trained; tracked where a group can train more than once (replay, async reuse)
         self.usage: dict[str, int] = {}
-        self.track_usage = config.replay_groups > 0 or config.async_rollouts
+        self.track_usage = config.replay_groups > 0 or config.async_rollouts or config.scheduler == "cbs"
+        self.cbs: Any = None  # the CBS rollout scheduler (--scheduler cbs), built at its first step
         self.untrained: list[tuple[pa.Table, str]] = []  # groups a step drew and left, with why
         self.row_weights: list[float] | None = None  # mean importance weight per batch row (last update)
         self.tb = None
@@ -151,13 +152,7 @@ class RLTrainer(GroupSampler):
                 metrics["sequences_generated"] = metrics.get("sequences_generated", 0) + len(problems) * c.group_size
                 return result.batch_files
 
-        if is_verify_step(step, c.verify_every):  # Learning to Self-Verify: this step judges, not solves
-            from reasonloop.trainers.self_verify import train_round as verify_round
-
-            solve_round = one_round
-
-            def one_round(r: int) -> list:
-                return verify_round(self, step, r, metrics) or solve_round(r)
+        one_round = with_verification(self, step, metrics, one_round)  # Learning to Self-Verify's steps
 
         def read(files: list, nonzero_std: bool = False) -> pa.Table:
             with self.timed("store_read"):
@@ -203,6 +198,10 @@ class RLTrainer(GroupSampler):
         """Add `replay_groups` earlier groups within the staleness bound; their stored sampling
         logprobs give each token the truncated importance weight min(π_old / π_sampler, cap)."""
         c = self.config
+        if c.scheduler == "cbs":  # Contextual Rollout Bandits choose fresh and stale rows (trainers/cbs.py)
+            from reasonloop.trainers.cbs import scheduled_batch
+
+            return scheduled_batch(self, fresh, step, metrics)
         if not c.replay_groups or step == 0:
             self._count_uses(fresh)
             return fresh

@@ -12,6 +12,7 @@ like any group. Rows carry stage=verify and parent_rollout_id = the rollout judg
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,3 +76,13 @@ def train_round(trainer: RLTrainer, step: int, round_index: int, metrics: dict[s
     )  # fmt: skip
     metrics["sequences_generated"] = metrics.get("sequences_generated", 0) + len(problems) * c.group_size
     return result.batch_files
+
+
+def with_verification(
+    trainer: RLTrainer, step: int, metrics: dict[str, float], solve_round: Callable[[int], list]
+) -> Callable[[int], list]:
+    """A step's round: on a verification step, verification rows (a solving round when there is
+    nothing to judge yet); otherwise `solve_round` itself."""
+    if not is_verify_step(step, trainer.config.verify_every):
+        return solve_round
+    return lambda r: train_round(trainer, step, r, metrics) or solve_round(r)
