@@ -9,7 +9,8 @@ worked chain), so the second attempt has something to add. Then, with the produc
 `evaluate_ri` on `--limit` held-out questions (τ calibrated on as many train questions): greedy;
 a deliberate second pass on every question (re-ask-all, 2 calls per question); and RI at each
 target rate, for both signals (entropy, 1 - MSP), replayed from the same first and second answers
-(greedy decoding: re-asking a subset gives the answers re-asking all gave). At each RI's measured
+(greedy decoding: re-asking a subset gives the answers re-asking all gave), τ calibrated on the recipe's
+dev split (`test`: never trained on). At each RI's measured
 trigger rate r, two references at the same calls: a random trigger (expected accuracy
 (1 - r)·greedy + r·re-ask-all) and the oracle (re-ask the wrong first answers first). Also the
 second prompt showing the first answer (`include_first`), re-asking all. Prints a markdown table

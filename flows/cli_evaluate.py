@@ -32,7 +32,9 @@ def evaluate(
     ri_signal: Annotated[str, typer.Option(help="--ri: entropy | msp.")] = "entropy",
     ri_rate: Annotated[float, typer.Option(help="--ri: share of the dev split re-asked (sets the threshold).")] = 0.61,
     ri_threshold: Annotated[float | None, typer.Option(help="--ri: a fixed threshold (no calibration).")] = None,
-    ri_dev_split: Annotated[str, typer.Option(help="--ri: the split the threshold is calibrated on.")] = "train",
+    ri_dev_split: Annotated[
+        str, typer.Option(help="--ri: the split the threshold is calibrated on (not one the model trained on).")
+    ] = "test",
     ri_dev_limit: Annotated[int, typer.Option(help="--ri: dev questions.")] = 256,
     ri_include_first: Annotated[bool, typer.Option(help="--ri: the second prompt shows the first answer.")] = False,
     ri_instruction: Annotated[str, typer.Option(help="--ri: the deliberate instruction.")] = DELIBERATE,

@@ -46,7 +46,7 @@ def ri_markdown(model: str, result: dict) -> str:
 @flow(name="reinforcement-inference")
 def reinforcement_inference(
     root: str, model: str, config: dict | None = None, split: str = "heldout", source: str = "", limit: int = 512,
-    dev_split: str = "train", dev_limit: int = 256, reask_all: bool = True, engine: str = "transformers",
+    dev_split: str = "test", dev_limit: int = 256, reask_all: bool = True, engine: str = "transformers",
     engine_url: str = "",
 ) -> dict:  # fmt: skip
     """RI on a split's multiple-choice problems (`config`: RIConfig's fields), τ calibrated on

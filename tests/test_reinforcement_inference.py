@@ -154,7 +154,7 @@ def choice_rows(chat: bool) -> tuple[list[dict], list[dict]]:
     from reasonloop.tasks.recipes.arith_choice import ArithChoiceConfig, generate
     from reasonloop.tasks.recipes.chat import as_chat
 
-    problems, samples = generate(ArithChoiceConfig(n=400, max_digits=2, instruction="think:", seed=3))
+    problems, samples = generate(ArithChoiceConfig(n=600, max_digits=2, dev_percent=20, instruction="think:", seed=3))
     return as_chat(problems, samples) if chat else (problems, samples)
 
 
@@ -245,14 +245,16 @@ def test_arith_mc_items_are_right_by_construction() -> None:
     owners = [by_question[s["prompt"].split("\n")[0]] for s in samples]
     scores = score_by_answer_type([o["prompt"] for o in owners], [s["target"] for s in samples],
                                   [o["answer"] for o in owners], ["choice"] * len(samples))  # fmt: skip
-    assert scores == [1.0] * len(samples) and len(samples) == 2 * len(problems)
+    trained = [p for p in problems if p["split"] == "train"]
+    assert scores == [1.0] * len(samples) and len(samples) == 2 * len(trained)
+    assert {p["split"] for p in problems} == {"train", "test", "heldout"}
     for s in samples[1::2]:
         for step in s["target"].split(";")[:-2]:
             left, value = step.split("=")
             digit, rest = left.split("*")
             factor, _, carry = rest.partition("+")
             assert int(digit) * int(factor) + int(carry or 0) == int(value)
-    shown = sum("First answer:" in s["prompt"] for s in samples[1::2]) / len(problems)
+    shown = sum("First answer:" in s["prompt"] for s in samples[1::2]) / len(trained)
     assert 0.4 < shown < 0.6
-    heldout = {p["prompt"] for p in problems if p["split"] == "heldout"}
-    assert heldout and not heldout & {s["prompt"].split("\n")[0] for s in samples if s["split"] == "train"}
+    unseen = {p["prompt"] for p in problems if p["split"] != "train"}  # held-out and dev: never trained on
+    assert unseen and not unseen & {s["prompt"].split("\n")[0] for s in samples}

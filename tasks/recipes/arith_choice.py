@@ -37,13 +37,14 @@ class ArithChoiceConfig:
     first_shown: float = 0.5  # share of deliberate rows whose prompt shows a (random) first answer
     instruction: str = DELIBERATE
     heldout_percent: int = 10
+    dev_percent: int = 10  # split "test": never trained on, where RI calibrates its threshold
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_digits <= self.max_digits:
             raise ValueError("need 2 <= min_digits <= max_digits (a tens digit to ask about)")
-        if not 0.0 <= self.first_shown <= 1.0 or not 0 <= self.heldout_percent < 100:
-            raise ValueError("first_shown must be in [0, 1] and heldout_percent in [0, 100)")
+        if not 0.0 <= self.first_shown <= 1.0 or not 0 <= self.heldout_percent + self.dev_percent < 100:
+            raise ValueError("first_shown must be in [0, 1] and heldout_percent + dev_percent in [0, 100)")
 
 
 def options(value: int) -> list[int]:
@@ -71,9 +72,16 @@ def worked(a: int, b: int) -> str:
     return ";".join(steps) + f";{a * b};#{letter_of(a, b)}"
 
 
+def split_of(prompt: str, config: ArithChoiceConfig) -> str:
+    """heldout (evaluation), test (the dev split RI calibrates on) or train, by a hash of the prompt."""
+    if is_heldout(prompt, config.heldout_percent):
+        return "heldout"
+    return "test" if is_heldout(prompt, config.heldout_percent + config.dev_percent) else "train"
+
+
 def generate(config: ArithChoiceConfig) -> tuple[list[dict], list[dict]]:
-    """(problems rows, sft_samples rows): one problem per question, a direct and a deliberate
-    sample per problem."""
+    """(problems rows, sft_samples rows): one problem per question; a direct and a deliberate
+    sample per training problem."""
     rng = random.Random(config.seed)
     fingerprint = config_fingerprint(config)
     seen: set[str] = set()
@@ -85,7 +93,7 @@ def generate(config: ArithChoiceConfig) -> tuple[list[dict], list[dict]]:
         if prompt in seen:
             continue
         seen.add(prompt)
-        split = "heldout" if is_heldout(prompt, config.heldout_percent) else "train"
+        split = split_of(prompt, config)
         common = {"source": SOURCE, "split": split, "producer": "recipe:arith_mc", "config_hash": fingerprint}
         problems.append({
             **common, "prompt": prompt, "answer": letter, "answer_type": "choice",
@@ -93,6 +101,8 @@ def generate(config: ArithChoiceConfig) -> tuple[list[dict], list[dict]]:
             "difficulty": float(digits), "metadata": json.dumps({"product": a * b}),
         })  # fmt: skip
         shown = rng.choice(LETTERS) if rng.random() < config.first_shown else None
+        if split != "train":  # held-out and dev questions get no training rows
+            continue
         samples.append({**common, "prompt": prompt, "target": f"#{letter}"})
         samples.append({**common, "prompt": deliberate_prompt(prompt, config.instruction, shown),
                         "target": worked(a, b)})  # fmt: skip
