@@ -6,7 +6,7 @@
 Per seed: a fresh tiny model (`--model`, seeded) SFT'd on `arith_mc` (ten-option multiplication,
 tasks/recipes/arith_choice.py) in both modes, direct ("#H") and deliberate (the instruction, then a
 worked chain), so the second attempt has something to add. Then, with the product's
-`evaluate_ri` on `--limit` held-out questions (τ calibrated on as many train questions): greedy;
+`evaluate_ri` on `--limit` held-out questions: greedy;
 a deliberate second pass on every question (re-ask-all, 2 calls per question); and RI at each
 target rate, for both signals (entropy, 1 - MSP), replayed from the same first and second answers
 (greedy decoding: re-asking a subset gives the answers re-asking all gave), τ calibrated on the recipe's
