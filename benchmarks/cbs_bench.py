@@ -1,7 +1,7 @@
 """Contextual Rollout Bandits vs uniform replay vs no replay, at the same rollout budget (SPECS §8,
 issue 18).
 
-    python benchmarks/cbs_bench.py [--model char|bpe] [--seeds 0 1 2] [--steps 200] [--sft-steps 150]
+    python benchmarks/cbs_bench.py [--model char|bpe] [--seeds 0 1 2] [--steps 200] [--sft-steps 400]
 
 One SFT'd arith start (as rltr_bench.py), then GRPO per seed and arm, 8 prompts x 8 samples per
 step (every arm generates the same sequences), T 0.7, lr 2e-5:
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--model", choices=("char", "bpe"), default="char")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--sft-steps", type=int, default=150)
+    parser.add_argument("--sft-steps", type=int, default=400)
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
     parser.add_argument("--limit", type=int, default=512)
     args = parser.parse_args()

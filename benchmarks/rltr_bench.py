@@ -1,6 +1,6 @@
 """RLTR (transfer reward) vs RLVR at the same rollout budget (SPECS §11.1, issue 18).
 
-    python benchmarks/rltr_bench.py [--model char|bpe] [--seeds 0 1 2] [--steps 200] [--sft-steps 150]
+    python benchmarks/rltr_bench.py [--model char|bpe] [--seeds 0 1 2] [--steps 200] [--sft-steps 400]
 
 One SFT'd start per model (`--sft-steps` on arith's gold chains: a start with headroom), then GRPO
 per seed with `exact` (RLVR) or `exact:1,transfer:λ` (RLTR; the receiver is the frozen start, greedy,
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--model", choices=("char", "bpe"), default="char")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--sft-steps", type=int, default=150)
+    parser.add_argument("--sft-steps", type=int, default=400)
     parser.add_argument("--weight", type=float, default=1.0, help="λ, the transfer reward's weight")
     parser.add_argument("--k", type=int, default=8, help="samples per problem for maj@k")
     parser.add_argument("--limit", type=int, default=512)
