@@ -38,7 +38,7 @@ def policy_folder(model: Any) -> str:
 
 def reward_functions(config: TrainConfig, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Reward components configured beyond their registered default: `safe` with an engine critic,
-    `rubric` / `unified` with an engine judge, `transfer` (RLTR) with its receiver (which needs the
+    `rubric` / `unified` with the run's own judge scorer, `transfer` (RLTR) with its receiver (which needs the
     policy's `model`, for its starting folder, and `tokenizer`)."""
     from reasonloop.tasks.engines import make_engine
 
@@ -50,7 +50,9 @@ def reward_functions(config: TrainConfig, model: Any = None, tokenizer: Any = No
 
         critic = make_engine("openai", base_url=config.critic_url, model=config.critic_model or "judge")
         out["safe"] = safe_reward(EngineCritic(critic))
-    if config.judge == "engine":
+    if config.judge == "engine" or {"rubric", "unified"} & set(config.reward_weights()):
+        # A run's own scorer (also for the keyword judge): the registered rewards are process-wide
+        # objects, whose judge counters would carry other scorings into this run's first step.
         from reasonloop.tasks.rewards.science import RubricReward
 
         scorer = judge_scorer(config)
