@@ -18,28 +18,20 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transformers.utils import logging as hf_logging
 
-from benchmarks.learning import TASKS, recipe_rows, sft
+from benchmarks.rl_arms import arith_start, mean_sd, train_arm
 from reasonloop.storage import ReplayStore
-from reasonloop.storage.samplers import sft_rows
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines import SamplingParams
 from reasonloop.tasks.engines.transformers_engine import TransformersEngine
-from reasonloop.tasks.models import init_model
 from reasonloop.tasks.rewards.answers import extract_answer, normalize_answer
-from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.eval_setup import eval_problems
-from reasonloop.trainers.policy import load_policy
-from reasonloop.trainers.rl import RLTrainer
 from reasonloop.trainers.run import evaluate_model
 
 
@@ -75,15 +67,7 @@ def steps_to(curve: list[float], target: float, window: int = 10) -> int | None:
 def run_arm(store: ReplayStore, arm: str, start: Path, seed: int, args: argparse.Namespace, tmp: Path) -> dict:
     run_id = f"{arm}-s{seed}"
     rewards = "exact" if arm == "rlvr" else f"exact:1,transfer:{args.weight}"
-    config = TrainConfig(steps=args.steps, prompts_per_step=8, group_size=8, lr=2e-5, max_completion_length=40,
-                         seed=seed, rewards=rewards, source="arith", torch_threads=0, temperature=0.7)  # fmt: skip
-    policy = load_policy(start, config)
-    trainer = RLTrainer(config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id,
-                        output_dir=tmp / run_id, compute_dtype=policy.compute_dtype)  # fmt: skip
-    began = time.perf_counter()
-    trainer.train(args.steps)
-    wall = time.perf_counter() - began
-    final = trainer.output_dir / f"checkpoint-{args.steps:06d}"
+    final, wall = train_arm(store, start, run_id, args.steps, seed, tmp, rewards=rewards)
     greedy = evaluate_model(store, final, source="arith", limit=args.limit, max_new_tokens=40, pass_k=0,
                             batch_size=512)["accuracy"]  # fmt: skip
     cost = store.query(
@@ -106,15 +90,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8, help="samples per problem for maj@k")
     parser.add_argument("--limit", type=int, default=512)
     args = parser.parse_args()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    tmp = Path(tempfile.mkdtemp())
-    store = ReplayStore(tmp / "store")
-    problems, samples = recipe_rows("arith", chat=args.model == "bpe")
-    store.write("problems", problems)
-    store.write("sft_samples", samples)
-    base = init_model(args.model, tmp / "base", seed=0)
-    start = sft(base, tmp / "start", sft_rows(store, "train", TASKS["arith"].source), args.sft_steps, 1e-3)
+    store, start, tmp = arith_start(args.model, args.sft_steps)
     before = evaluate_model(store, start, source="arith", limit=args.limit, max_new_tokens=40, pass_k=0)["accuracy"]
     print(f"start ({args.model}, {args.sft_steps} SFT steps): greedy {100 * before:.1f}%, "
           f"maj@{args.k} {100 * majority_accuracy(store, start, args.k, args.limit, 40, 0):.1f}%", flush=True)  # fmt: skip
@@ -132,12 +108,7 @@ def main() -> None:
                   f"policy's; {r['wall_s']:.0f} s", flush=True)  # fmt: skip
 
     def stat(arm: str, key: str, scale: float = 100.0) -> str:
-        values = [r[key] for r in rows[arm] if r[key] is not None]
-        if not values:
-            return "never"
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{scale * statistics.fmean(values):.1f} ± {scale * sd:.1f}" + (
-            f" ({len(values)}/{len(rows[arm])})" if len(values) < len(rows[arm]) else "")  # fmt: skip
+        return mean_sd([r[key] for r in rows[arm]], scale)
 
     print(f"\n| arm | greedy acc | maj@{args.k} | steps to RLVR's final reward | receiver tokens / policy's | wall s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -18,25 +18,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transformers.utils import logging as hf_logging
 
-from benchmarks.learning import recipe_rows, sft
+from benchmarks.rl_arms import arith_start, mean_sd, train_arm
 from reasonloop.storage import ReplayStore
-from reasonloop.storage.samplers import sft_rows
-from reasonloop.tasks.models import init_model
 from reasonloop.tasks.recipes.self_verify import warm_start_rows
-from reasonloop.trainers.config import TrainConfig
-from reasonloop.trainers.policy import load_policy
-from reasonloop.trainers.rl import RLTrainer
 from reasonloop.trainers.verify_eval import evaluate_self_verify
 
 KEYS = ("solve_accuracy", "first_sample_accuracy", "majority_accuracy", "verified_best_of_n_accuracy",
@@ -49,22 +40,13 @@ def evaluate(store: ReplayStore, model: Path, limit: int) -> dict:
 
 def run_arm(store: ReplayStore, arm: str, start: Path, seed: int, args: argparse.Namespace, tmp: Path) -> dict:
     run_id = f"{arm}-s{seed}"
-    config = TrainConfig(
-        algo="dapo", steps=args.steps, prompts_per_step=8, group_size=8, lr=2e-5, max_completion_length=40, seed=seed,
-        rewards="exact", source="arith", torch_threads=0, temperature=0.7,
-        verify_every=args.verify_every if arm == "verify" else 0, verify_template="short",
-    )  # fmt: skip
-    policy = load_policy(start, config)
-    trainer = RLTrainer(config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id,
-                        output_dir=tmp / run_id, compute_dtype=policy.compute_dtype)  # fmt: skip
-    began = time.perf_counter()
-    trainer.train(args.steps)
-    wall = time.perf_counter() - began
+    final, wall = train_arm(store, start, run_id, args.steps, seed, tmp, algo="dapo", verify_template="short",
+                            verify_every=args.verify_every if arm == "verify" else 0)  # fmt: skip
     used = store.query(
         "SELECT count(*) FILTER (WHERE stage = 'single') AS solve, count(*) FILTER (WHERE stage = 'verify') AS verify "
         "FROM rollouts WHERE run_id = $r", {"r": run_id},
     ).to_pylist()[0]  # fmt: skip
-    out = evaluate(store, trainer.output_dir / f"checkpoint-{args.steps:06d}", args.limit)
+    out = evaluate(store, final, args.limit)
     return {**out, "wall_s": wall, "solve_sequences": used["solve"], "verify_sequences": used["verify"]}
 
 
@@ -77,16 +59,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=400)
     parser.add_argument("--limit", type=int, default=512)
     args = parser.parse_args()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    tmp = Path(tempfile.mkdtemp())
-    store = ReplayStore(tmp / "store")
-    problems, samples = recipe_rows("arith", chat=args.model == "bpe")
-    store.write("problems", problems)
-    store.write("sft_samples", samples)
-    gold = sft_rows(store, "train", "arith")
-    mixed = gold + warm_start_rows(gold, "short", seed=0)  # (chat rows: the warm-start rows are plain prompts)
-    start = sft(init_model(args.model, tmp / "base", seed=0), tmp / "start", mixed, args.sft_steps, 1e-3)
+    store, start, tmp = arith_start(args.model, args.sft_steps, lambda gold: warm_start_rows(gold, "short", seed=0))
     first = evaluate(store, start, args.limit)
     print(f"start ({args.model}, {args.sft_steps} SFT steps): " + ", ".join(f"{k} {100 * first[k]:.1f}" for k in KEYS))
     rows: dict[str, list[dict]] = {"plain": [], "verify": []}
@@ -100,11 +73,7 @@ def main() -> None:
     print("\n| arm | " + " | ".join(KEYS) + " | solve / verify sequences |")
     print("| --- |" + " ---: |" * (len(KEYS) + 1))
     for arm, results in rows.items():
-        cells = []
-        for k in KEYS:
-            values = [r[k] for r in results]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{100 * statistics.fmean(values):.1f} ± {100 * sd:.1f}")
+        cells = [mean_sd([r[k] for r in results]) for k in KEYS]
         seqs = f"{results[0]['solve_sequences']} / {results[0]['verify_sequences']}"
         print(f"| {arm} | " + " | ".join(cells) + f" | {seqs} |")
 
