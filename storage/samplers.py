@@ -13,7 +13,8 @@ from reasonloop.storage.layout import partition_dir_name
 from reasonloop.storage.reader import StoreReader, read_parquet_sql
 
 
-def _run_partition(run_id: str) -> str:
+def run_partition(run_id: str) -> str:
+    """The partition directory of a run (`run_id=...`), or ValueError for a name that cannot be one."""
     problem = partition_problem("run_id", run_id)
     if problem:
         raise ValueError(problem)
@@ -39,7 +40,7 @@ def staleness_window(
     where = "policy_version BETWEEN $low AND $high"
     params: dict = {"low": current_version - max_staleness, "high": current_version}
     bounds = {"policy_version": (params["low"], params["high"])}
-    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id), bounds=bounds)
+    scan = reader.scan("rollouts", where=where, partition=run_partition(run_id), bounds=bounds)
     sql = f"SELECT * FROM ({scan}) ORDER BY {_seeded_order(seed)}"
     if seed is not None:
         params["seed"] = str(seed)
@@ -51,7 +52,7 @@ def staleness_window(
 
 def latest_rollouts(reader: StoreReader, run_id: str) -> pa.Table:
     """The rollouts of the newest policy_version of a run (fresh, on-policy rows)."""
-    scan = reader.scan("rollouts", partition=_run_partition(run_id))
+    scan = reader.scan("rollouts", partition=run_partition(run_id))
     sql = (
         f"WITH r AS ({scan}) SELECT * FROM r "
         "WHERE policy_version = (SELECT max(policy_version) FROM r) ORDER BY group_id, sample_idx, id"
@@ -75,7 +76,7 @@ def nonzero_std_groups(
     if max_version is not None:
         params["high"] = max_version
     bounds = {"policy_version": (min_version, max_version)}
-    scan = reader.scan("rollouts", where=where, partition=_run_partition(run_id), bounds=bounds)
+    scan = reader.scan("rollouts", where=where, partition=run_partition(run_id), bounds=bounds)
     sql = (
         f"WITH r AS ({scan}) SELECT * FROM r WHERE group_id IN "
         "(SELECT group_id FROM r GROUP BY group_id HAVING max(reward) > min(reward)) "
@@ -107,9 +108,7 @@ def replay_groups(
     """`groups` whole groups of a run with low <= policy_version <= high and a non-zero advantage
     (groups that can still teach something), chosen uniformly for a seed."""
     where = "policy_version BETWEEN $low AND $high AND advantage <> 0 AND list_contains($stages, stage)"
-    scan = reader.scan(
-        "rollouts", where=where, partition=_run_partition(run_id), bounds={"policy_version": (low, high)}
-    )
+    scan = reader.scan("rollouts", where=where, partition=run_partition(run_id), bounds={"policy_version": (low, high)})
     sql = (
         f"WITH r AS ({scan}) SELECT * FROM r WHERE group_id IN "
         "(SELECT group_id FROM (SELECT DISTINCT group_id FROM r) ORDER BY hash(group_id || $seed) LIMIT $n) "
@@ -141,7 +140,7 @@ def problem_accuracy(reader: StoreReader, run_id: str, metric: str, *, before: i
     if before <= 0:
         return {}
     bounds = {"policy_version": (0, before - 1)}
-    scan = reader.scan("rollouts", where="policy_version < $before", partition=_run_partition(run_id), bounds=bounds)
+    scan = reader.scan("rollouts", where="policy_version < $before", partition=run_partition(run_id), bounds=bounds)
     rows = reader.query(
         f"SELECT problem_id, count(rewards[$m]) AS n, avg(rewards[$m]) AS acc FROM ({scan}) GROUP BY problem_id",
         {"m": metric, "before": before},

@@ -40,7 +40,7 @@ def test_features_by_sql_on_a_hand_built_store(store) -> None:
     store.write("train_metrics", [{"step": 1, "loss": 0.0, "metrics": {"clip_ratio_low": 0.1, "clip_ratio_high": 0.0}},
                                   {"step": 2, "loss": 0.0, "metrics": {"clip_ratio_low": 0.05, "clip_ratio_high": 0.2}}],
                 run_id="r")  # fmt: skip
-    candidates, x = candidate_features(store, "r", step=2, staleness=2, max_length=8)
+    candidates, x = candidate_features(store.reader(threads=1), "r", step=2, staleness=2, max_length=8)
     ids = candidates.column("id").to_pylist()
     got = {i: dict(zip(FEATURES, row, strict=True)) for i, row in zip(ids, x.tolist(), strict=True)}
     assert set(got) == {old[0]["id"], old[1]["id"], fresh[0]["id"], fresh[1]["id"]}

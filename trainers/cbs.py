@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import torch
 
 if TYPE_CHECKING:
-    from reasonloop.storage import ReplayStore
+    from reasonloop.storage.reader import StoreReader
     from reasonloop.trainers.rl import RLTrainer
 
 FEATURES = ("reward", "advantage", "entropy", "clip_ratio", "length", "truncated", "age", "uses", "group_reward",
@@ -43,16 +43,12 @@ WITH r AS (
     SELECT id, group_id, policy_version, coalesce(reward, 0) AS reward, advantage, coalesce(entropy, 0) AS entropy,
            len(completion_ids) AS length, finish_reason = 'length' AS truncated,
            coalesce(list_avg(logprobs), 0) AS mean_logprob
-    FROM rollouts
-    WHERE run_id = $run AND stage = 'single' AND policy_version BETWEEN $low AND $high AND advantage IS NOT NULL
-      AND (policy_version = $high OR advantage <> 0)
+    FROM ({rollouts})
 ), g AS (SELECT group_id, avg(reward) AS group_reward FROM r GROUP BY group_id),
-u AS (
-    SELECT rollout_id, count(*) AS uses, max(step) AS last_step FROM consumed
-    WHERE run_id = $run AND status = 'trained' GROUP BY rollout_id
-), m AS (
+u AS (SELECT rollout_id, count(*) AS uses, max(step) AS last_step FROM ({consumed}) GROUP BY rollout_id),
+m AS (
     SELECT step, coalesce(metrics['clip_ratio_low'], 0) + coalesce(metrics['clip_ratio_high'], 0) AS clip_ratio
-    FROM train_metrics WHERE run_id = $run
+    FROM ({train_metrics})
 )
 SELECT r.id, r.group_id, r.policy_version, r.reward, r.advantage, r.entropy, coalesce(m.clip_ratio, 0) AS clip_ratio,
        r.length, r.truncated, $high - r.policy_version AS age, coalesce(u.uses, 0) AS uses, g.group_reward,
@@ -60,14 +56,30 @@ SELECT r.id, r.group_id, r.policy_version, r.reward, r.advantage, r.entropy, coa
 FROM r JOIN g USING (group_id) LEFT JOIN u ON u.rollout_id = r.id LEFT JOIN m ON m.step = u.last_step
 ORDER BY r.policy_version, r.group_id, r.id
 """
+CANDIDATES = ("stage = 'single' AND policy_version BETWEEN $low AND $high AND advantage IS NOT NULL "
+              "AND (policy_version = $high OR advantage <> 0)")  # fmt: skip
+
+
+def run_scans(reader: StoreReader, run_id: str, low: int, high: int) -> dict[str, str]:
+    """Scans of the run's own partition of each table the features read (rollouts: only the files
+    whose policy_version range meets [low, high]), so the query costs the window, not the store."""
+    from reasonloop.storage.samplers import run_partition
+
+    part = run_partition(run_id)
+    return {
+        "rollouts": reader.scan("rollouts", where=CANDIDATES, partition=part, bounds={"policy_version": (low, high)}),
+        "consumed": reader.scan("consumed", where="status = 'trained'", partition=part),
+        "train_metrics": reader.scan("train_metrics", partition=part),
+    }
 
 
 def candidate_features(
-    store: ReplayStore, run_id: str, step: int, staleness: int, max_length: int
+    reader: StoreReader, run_id: str, step: int, staleness: int, max_length: int
 ) -> tuple[pa.Table, torch.Tensor]:
     """(candidates: id, group_id, policy_version; features (C, 10), scaled as the docstring says).
     `step`: the policy version of this step's fresh rollouts."""
-    rows = store.query(FEATURE_SQL, {"run": run_id, "low": max(0, step - staleness), "high": step})
+    low = max(0, step - staleness)
+    rows = reader.query(FEATURE_SQL.format(**run_scans(reader, run_id, low, step)), {"low": low, "high": step})
     columns = {k: rows.column(k).to_pylist() for k in FEATURES}
     columns["length"] = [n / max(1, max_length) for n in columns["length"]]
     columns["truncated"] = [float(t) for t in columns["truncated"]]
@@ -205,7 +217,7 @@ def scheduled_batch(trainer: RLTrainer, fresh: pa.Table, step: int, metrics: dic
     if reward is not None:
         metrics["cbs/reward"] = reward
     with trainer.timed("store_read"):
-        candidates, x = candidate_features(trainer.store, trainer.run_id, step, c.max_staleness,
+        candidates, x = candidate_features(trainer.reader, trainer.run_id, step, c.max_staleness,
                                            c.max_completion_length)  # fmt: skip
     # Fresh candidates are the rows this step kept (dynamic sampling may have dropped groups).
     mine = pc.or_(pc.not_equal(candidates.column("policy_version"), step),
@@ -218,8 +230,9 @@ def scheduled_batch(trainer: RLTrainer, fresh: pa.Table, step: int, metrics: dic
     stale = [i for i, s, v in zip(ids, selected, versions, strict=True) if s and v != step]
     kept = pc.is_in(fresh.column("id"), value_set=pa.array(chosen, pa.string()))
     with trainer.timed("store_read"):
-        old = trainer.store.query("SELECT * FROM rollouts WHERE run_id = $r AND list_contains($ids, id) ORDER BY id",
-                                  {"r": trainer.run_id, "ids": stale})  # fmt: skip
+        scan = run_scans(trainer.reader, trainer.run_id, max(0, step - c.max_staleness), step)["rollouts"]
+        old = trainer.reader.query(f"SELECT * FROM ({scan}) WHERE list_contains($ids, id) ORDER BY id",
+                                   {"ids": stale, "low": max(0, step - c.max_staleness), "high": step})  # fmt: skip
     batch = pa.concat_tables([fresh.filter(kept), old.select(fresh.column_names).cast(fresh.schema)])
     trainer.untrained.append((fresh.filter(pc.invert(kept)), "unselected"))
     with trainer.timed("store_write"):
