@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -30,8 +29,8 @@ from reasonloop.storage import ReplayStore
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines import SamplingParams
 from reasonloop.tasks.engines.transformers_engine import TransformersEngine
-from reasonloop.tasks.rewards.answers import extract_answer, normalize_answer
 from reasonloop.trainers.eval_setup import eval_problems
+from reasonloop.trainers.evaluate import majority_right
 from reasonloop.trainers.run import evaluate_model
 
 
@@ -42,10 +41,7 @@ def majority_accuracy(store: ReplayStore, model: Path, k: int, limit: int, max_n
     rendered = [prompt_policy.render(engine.tokenizer, p["prompt"], p["messages"]) for p in problems]
     out = engine.generate(prompt_policy.engine_inputs(engine, engine.tokenizer, rendered), k,
                           SamplingParams(temperature=0.7, max_new_tokens=max_new, seed=seed))  # fmt: skip
-    votes: list[Counter] = [Counter() for _ in problems]
-    for c in out:
-        votes[c.prompt_index][normalize_answer(extract_answer(c.final_text))] += 1
-    right = [v.most_common(1)[0][0] == normalize_answer(p["answer"]) for v, p in zip(votes, problems, strict=True)]
+    right = majority_right([c.final_text for c in out], k, [p["answer"] for p in problems])  # grouped by prompt
     return sum(right) / len(right)
 
 

@@ -74,12 +74,14 @@ def run_scans(reader: StoreReader, run_id: str, low: int, high: int) -> dict[str
 
 
 def candidate_features(
-    reader: StoreReader, run_id: str, step: int, staleness: int, max_length: int
+    reader: StoreReader, run_id: str, step: int, staleness: int, max_length: int, scans: dict[str, str] | None = None
 ) -> tuple[pa.Table, torch.Tensor]:
     """(candidates: id, group_id, policy_version; features (C, 10), scaled as the docstring says).
-    `step`: the policy version of this step's fresh rollouts."""
+    `step`: the policy version of this step's fresh rollouts; `scans`: run_scans' result, when the
+    caller reads the same snapshot again."""
     low = max(0, step - staleness)
-    rows = reader.query(FEATURE_SQL.format(**run_scans(reader, run_id, low, step)), {"low": low, "high": step})
+    scans = scans or run_scans(reader, run_id, low, step)
+    rows = reader.query(FEATURE_SQL.format(**scans), {"low": low, "high": step})
     columns = {k: rows.column(k).to_pylist() for k in FEATURES}
     columns["length"] = [n / max(1, max_length) for n in columns["length"]]
     columns["truncated"] = [float(t) for t in columns["truncated"]]
@@ -216,9 +218,11 @@ def scheduled_batch(trainer: RLTrainer, fresh: pa.Table, step: int, metrics: dic
     reward = trainer.cbs.observe(value, entropy)
     if reward is not None:
         metrics["cbs/reward"] = reward
-    with trainer.timed("store_read"):
+    low = max(0, step - c.max_staleness)
+    with trainer.timed("store_read"):  # one snapshot for the features and the stale rows they pick
+        scans = run_scans(trainer.reader, trainer.run_id, low, step)
         candidates, x = candidate_features(trainer.reader, trainer.run_id, step, c.max_staleness,
-                                           c.max_completion_length)  # fmt: skip
+                                           c.max_completion_length, scans)  # fmt: skip
     # Fresh candidates are the rows this step kept (dynamic sampling may have dropped groups).
     mine = pc.or_(pc.not_equal(candidates.column("policy_version"), step),
                   pc.is_in(candidates.column("id"), value_set=fresh.column("id"))).to_pylist()  # fmt: skip
@@ -230,9 +234,8 @@ def scheduled_batch(trainer: RLTrainer, fresh: pa.Table, step: int, metrics: dic
     stale = [i for i, s, v in zip(ids, selected, versions, strict=True) if s and v != step]
     kept = pc.is_in(fresh.column("id"), value_set=pa.array(chosen, pa.string()))
     with trainer.timed("store_read"):
-        scan = run_scans(trainer.reader, trainer.run_id, max(0, step - c.max_staleness), step)["rollouts"]
-        old = trainer.reader.query(f"SELECT * FROM ({scan}) WHERE list_contains($ids, id) ORDER BY id",
-                                   {"ids": stale, "low": max(0, step - c.max_staleness), "high": step})  # fmt: skip
+        old = trainer.reader.query(f"SELECT * FROM ({scans['rollouts']}) WHERE list_contains($ids, id) ORDER BY id",
+                                   {"ids": stale, "low": low, "high": step})  # fmt: skip
     batch = pa.concat_tables([fresh.filter(kept), old.select(fresh.column_names).cast(fresh.schema)])
     trainer.untrained.append((fresh.filter(pc.invert(kept)), "unselected"))
     with trainer.timed("store_write"):

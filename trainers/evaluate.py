@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from reasonloop.tasks.engines.base import Engine, SamplingParams
 from reasonloop.tasks.recipes.octopus import SEPARATOR
 from reasonloop.tasks.rewards import get_reward
+from reasonloop.tasks.rewards.answers import extract_answer, normalize_answer
 from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
 
 
@@ -122,3 +124,11 @@ def two_pass_stats(draft_right: Sequence[bool], refine_right: Sequence[bool]) ->
         "w_to_c": sum(wrong) / max(1, len(wrong)), "c_to_w": sum(not r for r in right) / max(1, len(right)),
         "n": float(len(draft_right)),
     }  # fmt: skip
+
+
+def majority_right(texts: Sequence[str], n: int, answers: Sequence[object]) -> list[bool]:
+    """Per problem (n consecutive completions in `texts`): is its most common final answer the gold one?"""
+    votes = [
+        Counter(normalize_answer(extract_answer(t)) for t in texts[i * n : (i + 1) * n]) for i in range(len(answers))
+    ]
+    return [v.most_common(1)[0][0] == normalize_answer(str(a)) for v, a in zip(votes, answers, strict=True)]

@@ -5,12 +5,11 @@ accuracy against the true labels, balanced over right and wrong samples."""
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reasonloop.tasks.recipes.self_verify import verify_prompt
-from reasonloop.tasks.rewards.answers import exact, extract_answer, normalize_answer
+from reasonloop.tasks.rewards.answers import exact
 
 if TYPE_CHECKING:
     from reasonloop.storage import ReplayStore
@@ -34,6 +33,7 @@ def evaluate_self_verify(
     from reasonloop.tasks.engines.transformers_engine import TransformersEngine
     from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
     from reasonloop.trainers.eval_setup import eval_problems
+    from reasonloop.trainers.evaluate import majority_right
 
     problems = [p for p in eval_problems(store, "heldout", source, limit) if p["answer_type"] != "rubric"]
     engine = TransformersEngine(model, batch_size=batch_size)
@@ -65,12 +65,7 @@ def evaluate_self_verify(
     on_right = [a for a, t in zip(agree, truth, strict=True) if t]
     on_wrong = [a for a, t in zip(agree, truth, strict=True) if not t]
     picked = pick_verified(yes, n)
-    votes = [
-        Counter(normalize_answer(extract_answer(texts[i * n + k])) for k in range(n)) for i in range(len(problems))
-    ]
-    majority = [
-        v.most_common(1)[0][0] == normalize_answer(str(p["answer"])) for v, p in zip(votes, problems, strict=True)
-    ]
+    majority = majority_right(texts, n, [p["answer"] for p in problems])
     count = max(1, len(problems))
     return {
         "n": len(problems), "samples": n,
