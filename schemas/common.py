@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -56,8 +57,16 @@ class TableSpec:
     equal_lengths: tuple[tuple[str, str], ...] = ()  # list columns that must have equal length
     texts: tuple[str, ...] = ()  # string columns checked against the text size limit
     nonempty: tuple[str, ...] = ()  # string columns that may not be ""
+    # Fields added to the id key only where set: a field that came later (an image reference), so
+    # rows without it keep the ids they had.
+    id_key_when_set: tuple[str, ...] = ()
     range_columns: tuple[str, ...] = ()  # integer columns whose per-file min/max the commit log keeps (file pruning)
     doc: str = ""
+
+    def id_values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """What `id` hashes for a row: the id key, then each `id_key_when_set` field that is set."""
+        extra = tuple((k, row[k]) for k in self.id_key_when_set if row.get(k) is not None)
+        return tuple(row[k] for k in self.id_key) + extra
 
     @cached_property
     def schema(self) -> pa.Schema:

@@ -1,6 +1,7 @@
 """`problems`: what a policy is asked. One row per distinct (prompt, answer, answer_type, source).
 
-id key: hash(prompt, answer, answer_type, source) — the same problem from two runs is one row.
+id key: hash(prompt, answer, answer_type, source[, media_ref]) — the same problem from two runs is
+one row; an image question adds its image (one question text asked of many images is many rows).
 Partitioned by `source` (the recipe or dataset that made it).
 """
 
@@ -27,12 +28,13 @@ PROBLEMS = TableSpec(
         pa.field("difficulty", pa.float64()),  # recipe-defined difficulty
         pa.field("pass_rate", pa.float64()),  # measured pass rate of some policy, if annotated
         pa.field("process_labels", STRING_MAP),  # step name -> gold label (process rewards)
-        pa.field("media_ref", pa.string()),  # path/URI of an image or series (CoTZero)
+        pa.field("media_ref", pa.string()),  # media:sha256:<hex>, an image in the store (storage/media.py)
         pa.field("split", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),  # partition
         pa.field("metadata", pa.string()),  # free-form JSON
     ),
     id_key=("prompt", "answer", "answer_type", "source"),
+    id_key_when_set=("media_ref",),
     partition_by="source",
     sort_by=("created_at", "id"),
     nonempty=("prompt", "answer"),

@@ -92,7 +92,7 @@ def _prepare_row(spec: TableSpec, raw: Any, now: datetime, overrides: Mapping[st
     if row["schema_version"] is None:
         row["schema_version"] = spec.version
     if row["id"] is None:
-        row["id"] = row_id(spec.name, tuple(row[k] for k in spec.id_key))
+        row["id"] = row_id(spec.name, spec.id_values(row))
     return row
 
 
@@ -174,8 +174,12 @@ def validate_table(
         return validate_rows(spec, table.to_pylist(), limits=limits, overrides=overrides, now=now)
     typed = pa.Table.from_arrays(columns, schema=spec.schema)
     if "id" not in table.column_names:
-        keys = zip(*(typed.column(k).to_pylist() for k in spec.id_key), strict=True) if n else ()
-        ids = pa.array([row_id(spec.name, key) for key in keys], pa.string())
+        names = spec.id_key + spec.id_key_when_set
+        rows = (
+            dict(zip(names, key, strict=True))
+            for key in zip(*(typed.column(k).to_pylist() for k in names), strict=True)
+        )
+        ids = pa.array([row_id(spec.name, spec.id_values(row)) for row in rows] if n else [], pa.string())
         typed = typed.set_column(0, spec.schema.field("id"), ids)
     return check_table(spec, typed, limits, None)
 

@@ -119,11 +119,11 @@ def replay_groups(
 
 
 def sft_rows(store: Any, split: str = "train", source: str = "", limit: int = 0) -> list[dict]:
-    """What the trainers read of `sft_samples` (prompt, messages, target, loss_mask_spans), by id:
+    """What the trainers read of `sft_samples` (prompt, messages, target, loss_mask_spans, media_ref), by id:
     one split, one source unless `source` is '', the first `limit` rows unless 0."""
     where, by_split = split_filter(split, source)
     params: dict[str, Any] = {**by_split, "n": limit} if limit else dict(by_split)
-    query = f"SELECT prompt, messages, target, loss_mask_spans FROM sft_samples WHERE {where} ORDER BY id"
+    query = f"SELECT prompt, messages, target, loss_mask_spans, media_ref FROM sft_samples WHERE {where} ORDER BY id"
     return store.query(query + (" LIMIT $n" if limit else ""), params).to_pylist()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from reasonloop.schemas import TABLES, UnknownTableError, get_table, row_id
@@ -33,6 +34,7 @@ from reasonloop.storage.export import ExportResult, UniqueSnapshot, export, uniq
 from reasonloop.storage.ingest import Decoded, RawText, input_format, read_input
 from reasonloop.storage.janitor import VacuumResult, vacuum
 from reasonloop.storage.layout import resolve_root
+from reasonloop.storage.media import MediaLimits, MediaStore, attach_media
 from reasonloop.storage.reader import Snapshot, StoreReader, snapshot
 from reasonloop.storage.writer import WriteOptions, commit_rows
 
@@ -44,6 +46,7 @@ class StoreConfig:
     limits: Limits = field(default_factory=Limits)
     write: WriteOptions = field(default_factory=WriteOptions)
     compaction: CompactionPolicy = field(default_factory=CompactionPolicy)
+    media: MediaLimits = field(default_factory=MediaLimits)
 
 
 @dataclass
@@ -99,6 +102,7 @@ class ReplayStore:
         self.root = resolve_root(root)
         self.config = config or StoreConfig()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.media = MediaStore(self.root, limits=self.config.media, sync=self.config.write.sync)
 
     # ------------------------------------------------------------------ writing
     def write(
@@ -130,6 +134,9 @@ class ReplayStore:
             rows = data.to_pylist() if isinstance(data, pa.Table) else list(data)
             bad = list(rejections) + [Rejection(r, str(exc), "table") for r in rows]
             return self._quarantine(UNKNOWN_TABLE_PARTITION, CommitResult(table), bad, overrides, now)
+        if "media_ref" in spec.column_names:  # images put first, so a committed row's image exists
+            data, media_rejections = self._attach_media(data)
+            rejections = list(rejections) + media_rejections
         kwargs = {"limits": self.config.limits, "overrides": overrides, "now": now}
         checked: Validated = (
             validate_table(spec, data, **kwargs) if isinstance(data, pa.Table) else validate_rows(spec, data, **kwargs)
@@ -143,6 +150,17 @@ class ReplayStore:
             folded=committed.folded,
         )  # fmt: skip
         return self._quarantine(table, result, list(rejections) + checked.rejected, overrides, now)
+
+    def _attach_media(self, data: Any) -> tuple[Any, list[Rejection]]:
+        if isinstance(data, pa.Table):
+            if "media_ref" not in data.column_names or data.column("media_ref").null_count == data.num_rows:
+                return data, []
+            refs = data.column("media_ref").to_pylist()
+            if all(ref is None or self.media.exists(ref) for ref in set(refs)):
+                return data, []
+            data = data.to_pylist()  # some reference is bad: find the rows, as for dicts
+        good, bad = attach_media(self.media, list(data))
+        return good, [Rejection(raw, reason, "media") for raw, reason in bad]
 
     def write_many(
         self, table: str, batches: Iterable[Any], *, workers: int | None = None, **kwargs: Any
@@ -279,6 +297,13 @@ class ReplayStore:
         self, table: str, out: str | os.PathLike, fmt: str = "parquet", *, lists_for_maps: bool = False
     ) -> ExportResult:
         """A self-contained copy of the table's unique snapshot: `parquet` or `delta` (see
-        storage.export; `lists_for_maps` for Hugging Face `datasets`)."""
+        storage.export; `lists_for_maps` for Hugging Face `datasets`), with the images its rows
+        reference under `<out>/_media` (storage/media.py)."""
         spec = get_table(table)
-        return export(self.snapshot(table), spec, Path(out), fmt, lists_for_maps=lists_for_maps)
+        snap = self.snapshot(table)
+        result = export(snap, spec, Path(out), fmt, lists_for_maps=lists_for_maps)
+        if "media_ref" in spec.column_names and snap.files:  # the rows' images travel with them
+            files = ds.dataset(list(map(str, snap.files)), format="parquet", schema=spec.schema)
+            refs = files.to_table(columns=["media_ref"]).column("media_ref")  # older files: null
+            self.media.copy_to({r for r in refs.to_pylist() if r}, Path(out))
+        return result
