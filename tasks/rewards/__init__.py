@@ -2,6 +2,7 @@
 
 from reasonloop.tasks.rewards import (  # noqa: F401 - registration
     answers,
+    ccvr,
     math_verify_reward,
     safety,
     science,
