@@ -32,6 +32,13 @@ def init(
             "BPE, a ChatML template, two EOS ids, no pad token, bf16 weights (a real checkpoint's shape)."
         ),
     ] = "char",
+    vision: Annotated[
+        bool,
+        typer.Option(
+            help="A LLaVA-style vision-language model: a CLIP vision tower and the BPE Qwen2, with its "
+            "processor (AutoProcessor / AutoModelForImageTextToText load it); implies --tokenizer bpe."
+        ),
+    ] = False,
 ) -> None:
     """Build a small model with a tokenizer trained here (loads with from_pretrained, no network)."""
     quiet_transformers()
@@ -41,7 +48,7 @@ def init(
         typer.echo("error: --tokenizer must be char or bpe", err=True)
         raise typer.Exit(2)
     try:
-        path = init_model(tokenizer, out, size=size, seed=seed)
+        path = init_model("vision" if vision else tokenizer, out, size=size, seed=seed)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -57,7 +57,9 @@ def engine_inputs(engine: Any, tokenizer: Any, prompts: Sequence[str | Messages]
 
 
 def display(tokenizer: Any, prompt: str | Messages) -> str:
-    """The prompt's text as the model sees it (the rendered template for messages)."""
+    """The prompt's text as the model sees it (the rendered template for messages; an image
+    prompt's text without its images)."""
+    prompt = getattr(prompt, "prompt", prompt)  # engines.base.ImagePrompt
     return prompt if isinstance(prompt, str) else template_text(tokenizer, prompt, generation_prompt=True)
 
 

@@ -50,6 +50,15 @@ def bpe_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return init_bpe_model(tmp_path_factory.mktemp("models") / "bpe", seed=0)
 
 
+@pytest.fixture(scope="session")
+def vlm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA (CLIP vision tower + the BPE Qwen2) with its processor (tasks/models/vision.py)."""
+    from reasonloop.tasks.models.vision import init_vision_model
+
+    _quiet()
+    return init_vision_model(tmp_path_factory.mktemp("models") / "vlm", seed=0)
+
+
 def _sft(base: Path, out: Path, *, chat: bool, steps: int = 200) -> Path:
     from reasonloop.tasks.recipes.arith import ArithConfig, generate
     from reasonloop.tasks.recipes.chat import as_chat
@@ -98,6 +107,21 @@ def base_model(model_kind: str, request: pytest.FixtureRequest) -> Path:
 @pytest.fixture
 def sft_model(model_kind: str, request: pytest.FixtureRequest) -> Path:
     return request.getfixturevalue("sft_model_dir" if model_kind == "char" else "bpe_sft_model_dir")
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch):
+    """The `vllm` package replaced by tests/procs/fake_vllm (vLLM's signatures, a real model inside)."""
+    from unittest import mock
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "procs" / "fake_vllm"))
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    import vllm
+
+    vllm.LLM.instances.clear()
+    with mock.patch.dict(os.environ):  # the colocated executor's variables do not leak into other tests
+        yield vllm
+    sys.modules.pop("vllm", None)
 
 
 @pytest.fixture(scope="session")

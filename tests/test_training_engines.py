@@ -7,9 +7,7 @@ is a real model behind vLLM's completions shapes on 127.0.0.1 (tests/procs/model
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -23,19 +21,6 @@ from tests.procs.model_server import ModelServer
 from tests.trainer_helpers import arith_store, make_trainer
 
 REPO = Path(__file__).resolve().parent.parent
-FAKE_VLLM = Path(__file__).parent / "procs" / "fake_vllm"
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(FAKE_VLLM))
-    monkeypatch.delitem(sys.modules, "vllm", raising=False)
-    import vllm
-
-    vllm.LLM.instances.clear()
-    with mock.patch.dict(os.environ):  # the colocated executor's variables do not leak into other tests
-        yield vllm
-    sys.modules.pop("vllm", None)
 
 
 def mismatch(store: ReplayStore, run_id: str) -> list[float]:

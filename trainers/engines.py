@@ -95,8 +95,9 @@ def judge_scorer(config: TrainConfig) -> Any:
 
 
 def rollout_engine(
-    config: TrainConfig, model: Any, tokenizer: Any, compute_dtype: torch.dtype | None, *, distributed: bool = False
-) -> Engine:
+    config: TrainConfig, model: Any, tokenizer: Any, compute_dtype: torch.dtype | None, *, distributed: bool = False,
+    processor: Any = None,
+) -> Engine:  # fmt: skip
     """The engine named by `config.engine` for this policy (built by the engine registry); backtrack
     decoding (`config.backtrack`) is the sampler's, applied to what any engine returns."""
     from reasonloop.tasks.engines import make_engine
@@ -117,7 +118,8 @@ def rollout_engine(
             "openai", base_url=config.engine_url, model=config.engine_model or policy_folder(model),
             tokenizer=tokenizer, weight_sync_path=config.engine_weight_sync, seed=config.seed,
         )  # fmt: skip
-    return make_engine(config.engine, model=model, tokenizer=tokenizer, batch_size=256, dtype=compute_dtype)
+    images = {"processor": processor} if processor is not None else {}  # a vision-language model's
+    return make_engine(config.engine, model=model, tokenizer=tokenizer, batch_size=256, dtype=compute_dtype, **images)
 
 
 def sync_weights(engine: Engine, model: Any, version: int, publish: Callable[[], Path]) -> None:

@@ -205,6 +205,38 @@ def selective_logprobs(
     return logp, (torch.cat(ents) if ents else empty) if entropy else None
 
 
+def image_features_of(model: Any) -> Any | None:
+    """The module that turns pixel values into image-token features (LLaVA-style: `model.model`
+    with `get_image_features`), or None."""
+    inner = getattr(model, "model", None)
+    return inner if hasattr(inner, "get_image_features") else None
+
+
+def image_prompt_embeddings(model: Any, ids: torch.Tensor, p_len: int, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Input embeddings (B, P+T, H) with image features at the prompt's image tokens (the first P
+    positions) only. A completion may hold the image token id as text (a policy can sample it; the
+    engine embedded it as text), which the model's own merge would count as an image slot."""
+    inner = image_features_of(model)
+    embeds = inner.get_input_embeddings()(ids)
+    features = inner.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+    features = torch.cat(list(features)) if isinstance(features, (list, tuple)) else features.flatten(0, -2)
+    image_id = getattr(model.config, "image_token_id", None)
+    image_id = image_id if image_id is not None else model.config.image_token_index
+    slots = ids == image_id
+    slots[:, p_len:] = False
+    return embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
+
+
+def image_kwargs(model: Any, pixel_values: Sequence[torch.Tensor | None] | None) -> dict[str, torch.Tensor]:
+    """{"pixel_values": (N, C, H, W)} of the rows that have images, in row order (a LLaVA-style model
+    puts the i-th image's features at the i-th run of image tokens), or {} without any."""
+    present = [p for p in pixel_values or () if p is not None]
+    if not present:
+        return {}
+    param = next(model.parameters())
+    return {"pixel_values": torch.cat(present).to(param.device, param.dtype)}
+
+
 def completion_logprobs(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
@@ -215,20 +247,35 @@ def completion_logprobs(
     entropy: bool = True,
     chunk_tokens: int = CHUNK_TOKENS,
     share_prompts: bool = True,
+    pixel_values: Sequence[torch.Tensor | None] | None = None,
 ) -> ScoredBatch:
     """Logprobs and entropies of each completion token given its prompt (gradients flow if enabled).
-    Rows with the same prompt (a GRPO group's samples) share one prompt forward (`shared_prompt_hidden`)."""
+    Rows with the same prompt (a GRPO group's samples) share one prompt forward (`shared_prompt_hidden`).
+    `pixel_values`: per row, its prompt's images (n, C, H, W) or None, for a vision-language model
+    (default: the prompts' own, when they are `ImageIds`); the prompt's image tokens are then image
+    features, and only completion (text) tokens are scored."""
+    if pixel_values is None:  # prompts that carry their images (trainers/images.ImageIds)
+        pixel_values = [getattr(p, "pixel_values", None) for p in prompts]
+    images = image_kwargs(model, pixel_values)
     parts = split_lm(model)
+    if images and (parts is None or image_features_of(model) is None):  # the model's own image merge
+        return full_vocab_logprobs(model, prompts, completions, pad_id=pad_id, temperature=temperature, images=images)
     if parts is None:
         return full_vocab_logprobs(model, prompts, completions, pad_id=pad_id, temperature=temperature)
     decoder, head = parts
     device = next(model.parameters()).device
+    share_prompts = share_prompts and not images  # the same ids can stand for different images
     if share_prompts and can_share_prompts(model, decoder) and len({tuple(p) for p in prompts}) < len(prompts):
         hidden, targets, mask = shared_prompt_hidden(decoder, prompts, completions, pad_id, device)
     else:
         ids, attn, mask, p_len = pack(prompts, completions, pad_id, device)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        hidden = decoder(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False).last_hidden_state
+        inputs = (
+            {"inputs_embeds": image_prompt_embeddings(model, ids, p_len, images["pixel_values"])}
+            if images
+            else {"input_ids": ids}
+        )
+        hidden = decoder(**inputs, attention_mask=attn, position_ids=positions, use_cache=False).last_hidden_state
         hidden = hidden[:, p_len - 1 : -1]  # position i predicts token i+1: (B, T, H)
         targets = ids[:, p_len:]
     zeros = torch.zeros(mask.shape, dtype=torch.float32, device=device)
@@ -254,17 +301,22 @@ def full_vocab_logprobs(
     *,
     pad_id: int,
     temperature: float = 1.0,
+    images: dict[str, torch.Tensor] | None = None,
 ) -> ScoredBatch:
-    """The plain path: the full (B, T, V) logits, their log_softmax and its exp for the entropy."""
+    """The plain path: the full (B, T, V) logits, their log_softmax and its exp for the entropy.
+    `images`: a vision-language model's `pixel_values` (image_kwargs)."""
+    images = images or {}
     device = next(model.parameters()).device
     ids, attn, mask, p_len = pack(prompts, completions, pad_id, device)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     t_len = ids.shape[1] - p_len
     if "logits_to_keep" in _forward_params(type(model)):  # the LM head only where completion tokens are predicted
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t_len + 1).logits
+        logits = model(
+            input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=t_len + 1, **images
+        ).logits
         logits = logits[:, :-1, :].float()  # (B, T, V)
     else:
-        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions).logits  # (B, P+T, V)
+        logits = model(input_ids=ids, attention_mask=attn, position_ids=positions, **images).logits  # (B, P+T, V)
         logits = logits[:, p_len - 1 : -1, :].float()  # position i predicts token i+1: (B, T, V)
     if temperature > 0:
         logits = logits / temperature
@@ -279,6 +331,7 @@ def full_vocab_logprobs(
 def batched_logprobs(
     model: torch.nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
     pad_id: int, temperature: float, micro_batch: int, entropy: bool = False,
+    pixel_values: Sequence[torch.Tensor | None] | None = None,
 ) -> ScoredBatch:  # fmt: skip
     """`completion_logprobs` without gradient, `micro_batch` rows at a time (π_old, the reference
     model, evaluation): memory of one micro-batch, results padded to the batch's longest completion."""
@@ -291,8 +344,9 @@ def batched_logprobs(
         for start in range(0, len(prompts), max(1, micro_batch)):
             rows = slice(start, start + max(1, micro_batch))
             part = completion_logprobs(
-                model, prompts[rows], completions[rows], pad_id=pad_id, temperature=temperature, entropy=entropy
-            )
+                model, prompts[rows], completions[rows], pad_id=pad_id, temperature=temperature, entropy=entropy,
+                pixel_values=pixel_values[rows] if pixel_values is not None else None,
+            )  # fmt: skip
             width = part.logprobs.shape[1]
             out_lp[rows, :width], out_ent[rows, :width], mask[rows, :width] = part.logprobs, part.entropies, part.mask
     return ScoredBatch(out_lp, out_ent, mask)

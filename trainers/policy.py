@@ -19,7 +19,14 @@ from typing import Any
 
 import torch
 
-from reasonloop.tasks.models.loading import dtype_source, is_adapter, load_causal_lm, load_tokenizer
+from reasonloop.tasks.models.loading import (
+    dtype_source,
+    is_adapter,
+    is_vision_model,
+    load_causal_lm,
+    load_processor,
+    load_tokenizer,
+)
 from reasonloop.tasks.models.precision import resolve_dtype
 from reasonloop.trainers.config import ModelOptions
 from reasonloop.trainers.step_utils import resolve_device
@@ -30,6 +37,12 @@ class Policy:
     model: Any
     tokenizer: Any
     compute_dtype: torch.dtype  # what the forward passes run in (autocast when params differ)
+    processor: Any = None  # a vision-language model's AutoProcessor (None for a text model)
+
+    @property
+    def processing_class(self) -> Any:
+        """What is saved beside the weights: the processor of a vision-language model, else the tokenizer."""
+        return self.processor if self.processor is not None else self.tokenizer
 
 
 def is_peft(model: Any) -> bool:
@@ -51,7 +64,8 @@ def load_policy(path: str | Path, options: ModelOptions) -> Policy:
         if is_peft(model):
             model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
     model = model.to(device)
-    return Policy(model, load_tokenizer(path), compute)
+    processor = load_processor(path) if is_vision_model(path) else None
+    return Policy(model, load_tokenizer(path), compute, processor)
 
 
 def with_lora(model: Any, options: ModelOptions) -> Any:

@@ -76,6 +76,7 @@ class RLTrainer(GroupSampler):
         dist: Dist | None = None,
         reference_model: Any | None = None,
         initial_model: str = "",
+        processor: Any = None,
     ) -> None:
         """`data_watermark`: commit positions of the source tables this run trains on (see
         storage.commit_log), recorded on every checkpoint so a data-triggered retrain knows which
@@ -83,12 +84,12 @@ class RLTrainer(GroupSampler):
         `dist`: data parallelism under torchrun (trainers/distributed.py): rank 0 writes metrics
         and checkpoints, every rank commits its own rollouts and lineage. `initial_model`: where
         the run's weights started (recorded on its checkpoints); `reference_model`: the KL term's
-        reference when it is not a copy of `model` (a resumed run: its initial weights)."""
+        reference when it is not a copy of `model` (a resumed run: its initial weights); `processor`: see GroupSampler."""
         self.initial_model = initial_model
         if dist is not None and dist.active and (config.replay_groups or config.async_rollouts):
             raise ValueError("data-parallel training (torchrun) does not support replay_groups or async rollouts yet")
         super().__init__(config, model=model, tokenizer=tokenizer, store=store, run_id=run_id, engine=engine,
-                         reward=reward, compute_dtype=compute_dtype, dist=dist)  # fmt: skip
+                         reward=reward, compute_dtype=compute_dtype, dist=dist, processor=processor)  # fmt: skip
         self.dist.same_weights(model)
         # FSDP2: after the broadcast, before the optimizer sees the parameters
         self.sharding = Sharding(config.fsdp, self.dist.world)
@@ -111,7 +112,7 @@ class RLTrainer(GroupSampler):
         self.updater = PolicyUpdate(
             config, model=model, optimizer=self.optimizer, scheduler=self.scheduler, loss_fn=loss_fn, clip=clip,
             pad_id=self.pad_id, compute_dtype=compute_dtype, reference=reference, dist=self.dist,
-            group_order=self.group_order, sharding=self.sharding,
+            group_order=self.group_order, sharding=self.sharding, images=self.attach_images if self.images else None,
             guidance=sft_guidance(config, store, tokenizer, self.pad_id, compute_dtype) if config.sft_coef else None,
         )  # fmt: skip
         self.step = 0  # optimizer steps completed (= policy_version of the current weights)
@@ -362,7 +363,9 @@ class RLTrainer(GroupSampler):
         path = None
         full = self.sharding.full_states(self.model, optimizer)  # FSDP: gathered to rank 0 (every rank calls it)
         if self.dist.main:  # every rank holds the same weights and optimizer state (or, sharded, rank 0 their whole)
-            path = save_checkpoint(self.output_dir, meta, self.model, self.tokenizer, optimizer, self.scheduler, *full)
+            path = save_checkpoint(
+                self.output_dir, meta, self.model, self.processing_class, optimizer, self.scheduler, *full
+            )
             self.register(self.step, path, "weights" if weights_only else "full", watermark)
             if not weights_only and self.config.save_total_limit:
                 for old in prune(self.output_dir, FULL_PREFIX, self.config.save_total_limit):

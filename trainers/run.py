@@ -58,7 +58,7 @@ def run_rl(
         trainer = RLTrainer(
             config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id, output_dir=out,
             data_watermark=data_watermark, compute_dtype=policy.compute_dtype, dist=dist, reference_model=reference,
-            initial_model=initial,
+            initial_model=initial, processor=policy.processor,
         )  # fmt: skip
         if checkpoint is not None:
             trainer.restore(checkpoint)
@@ -85,6 +85,13 @@ def resume_point(out: Path, resume: bool, config: Any, model: str | Path) -> tup
     return checkpoint, config, model, initial
 
 
+def image_inputs_for(policy: Any, store: ReplayStore) -> Any:
+    """A vision-language policy's images from the store (trainers/images.py); None for a text model."""
+    from reasonloop.trainers.images import ImageInputs
+
+    return ImageInputs(policy.processor, store.media) if policy.processor is not None else None
+
+
 def run_sft_to(
     store: ReplayStore, config: SFTConfig, *, model: str | Path, out: Path, run_id: str = "sft",
     on_step: Callable[[dict], None] | None = None,
@@ -100,6 +107,7 @@ def run_sft_to(
     history = run_sft(
         config, model=policy.model, tokenizer=policy.tokenizer, samples=samples, log=on_step,
         compute_dtype=policy.compute_dtype, reference_sets=reference_sets(store, config),
+        images=image_inputs_for(policy, store),
     )  # fmt: skip
     return _save_run(store, policy, out, run_id, "sft", history, {"samples": float(len(samples))})
 
@@ -136,7 +144,7 @@ def run_dpo_to(
     def save(step: int, optimizer: Any, scheduler: Any) -> None:
         nonlocal written
         meta = CheckpointMeta(run_id, step, asdict(config), {"table": "preferences"}, None, {"initial_model": initial})
-        path = save_checkpoint(checkpoints, meta, policy.model, policy.tokenizer, optimizer, scheduler)
+        path = save_checkpoint(checkpoints, meta, policy.model, policy.processing_class, optimizer, scheduler)
         store.write("checkpoints", [{"step": step, "path": str(path.resolve()), "kind": "full"}], run_id=run_id,
                     producer="dpo")  # fmt: skip
         _write_metrics(store, run_id, "dpo", history[written:])  # the metrics up to a resume point survive a crash
@@ -171,7 +179,7 @@ def _save_run(
 
     out = Path(out)
     save_weights(policy.model, out, merged=False)
-    policy.tokenizer.save_pretrained(out)
+    policy.processing_class.save_pretrained(out)
     steps = history[-1]["step"] if history else 0
     store.write(
         "checkpoints",

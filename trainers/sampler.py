@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,7 +25,7 @@ import torch
 
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines.backtrack import apply_backtrack
-from reasonloop.tasks.engines.base import Completion, Engine, Prompt, SamplingParams
+from reasonloop.tasks.engines.base import Completion, Engine, ImagePrompt, Prompt, SamplingParams
 from reasonloop.tasks.recipes.safety import prefill_attack
 from reasonloop.tasks.rewards import CompositeReward
 from reasonloop.tasks.rollout_rows import rollout_rows
@@ -32,6 +33,7 @@ from reasonloop.trainers.algos import ADVANTAGES
 from reasonloop.trainers.config import TrainConfig
 from reasonloop.trainers.distributed import Dist
 from reasonloop.trainers.engines import judge_scorer, reward_functions, rollout_engine
+from reasonloop.trainers.images import ImageIds, ImageInputs, text_only_error
 from reasonloop.trainers.step_utils import derive_seed, typed_rollouts
 
 if TYPE_CHECKING:
@@ -61,16 +63,22 @@ class GroupSampler:
         producer: str = "",
         compute_dtype: torch.dtype | None = None,
         dist: Dist | None = None,
+        processor: Any = None,
     ) -> None:
         """`compute_dtype`: what the model's forward passes run in (None: its parameters' dtype;
         fp32 masters with bf16 compute run under autocast, trainers/policy.py). `dist`: this
-        process's rank under torchrun (trainers/distributed.py); each rank samples a share."""
+        process's rank under torchrun (trainers/distributed.py); each rank samples a share.
+        `processor`: a vision-language model's (AutoProcessor): problems with a `media_ref` are
+        then asked with their image (trainers/images.py)."""
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self.config, self.model, self.tokenizer, self.store, self.run_id = config, model, tokenizer, store, run_id
         self.dist = dist or Dist()
         self.compute_dtype = compute_dtype
-        self.engine = engine or rollout_engine(config, model, tokenizer, compute_dtype, distributed=self.dist.active)
+        self.images = ImageInputs(processor, store.media) if processor is not None else None
+        self.engine = engine or rollout_engine(
+            config, model, tokenizer, compute_dtype, distributed=self.dist.active, processor=processor
+        )
         self.reward = reward or CompositeReward(config.reward_weights(), reward_functions(config, model, tokenizer))
         self.advantage_fn = ADVANTAGES.get(config.advantage_name)
         self.reader = store.reader(threads=1)  # one long-lived DuckDB connection for the run
@@ -99,7 +107,7 @@ class GroupSampler:
 
         where, params = split_filter(self.config.split, self.config.source)
         rows = self.reader.query(
-            "SELECT id, prompt, messages, answer, answer_type, process_labels, rubric, pass_rate "
+            "SELECT id, prompt, messages, answer, answer_type, process_labels, rubric, pass_rate, media_ref "
             f"FROM problems WHERE {where} ORDER BY id",
             params,
         )
@@ -174,10 +182,27 @@ class GroupSampler:
         return out
 
     def render(self, problem: dict) -> Prompt:
-        """The problem's prompt as the model sees it: chat messages (templated) or plain text."""
-        return prompt_policy.render(
+        """The problem's prompt as the model sees it: chat messages (templated) or plain text, with
+        its image when it has one."""
+        rendered = prompt_policy.render(
             self.tokenizer, problem["prompt"], problem.get("messages"), self.config.chat_template
         )
+        if not problem.get("media_ref"):
+            return rendered
+        if self.images is None:
+            raise text_only_error(f"problem {problem.get('id', problem['prompt'][:40])!r}")
+        return self.images.prompt(rendered, problem["media_ref"])
+
+    @property
+    def processing_class(self) -> Any:
+        """What a checkpoint saves beside the weights (TRL's term): a vision-language model's
+        processor (its tokenizer, image processor and chat template), else the tokenizer."""
+        return self.images.processor if self.images is not None else self.tokenizer
+
+    def attach_images(self, prompts: list, problem_ids: list[str]) -> list:
+        """Prompt ids read back from the store with their problems' images (a vision-language run)."""
+        refs = [self.problem_by_id.get(pid, {}).get("media_ref") for pid in problem_ids]
+        return self.images.attach(prompts, refs) if self.images is not None and any(refs) else prompts
 
     def encode(
         self, prompts: list[Prompt], metrics: dict[str, float] | None = None
@@ -186,22 +211,29 @@ class GroupSampler:
         engine's own tokenizer would agree; ids also carry a truncation) or, for an engine that
         takes only text, the text. Over `max_prompt_length`: left-truncated, or not kept (skip)."""
         c = self.config
-        ids = [prompt_policy.encode(self.tokenizer, p) for p in prompts]
+        ids = [self.images.encode(p) if isinstance(p, ImagePrompt) else prompt_policy.encode(self.tokenizer, p)
+               for p in prompts]  # fmt: skip
         texts = [prompt_policy.display(self.tokenizer, p) for p in prompts]
         kept = [True] * len(ids)
         for i, x in enumerate(ids):
             if len(x) <= c.max_prompt_length:
                 continue
-            key = "prompts_truncated" if c.prompt_truncation == "left" else "prompts_skipped"
+            # An image prompt is never cut (its image tokens would lose their image): skipped.
+            truncate = c.prompt_truncation == "left" and not isinstance(x, ImageIds)
+            key = "prompts_truncated" if truncate else "prompts_skipped"
             if metrics is not None:
                 metrics[key] = metrics.get(key, 0.0) + 1
-            if c.prompt_truncation == "left":
+            if truncate:
                 ids[i] = x[-c.max_prompt_length :]
                 texts[i] = self.tokenizer.decode(ids[i], skip_special_tokens=False)
             else:
                 kept[i] = False
         if getattr(self.engine, "accepts_token_ids", False):
-            return ids, texts, kept
+            # ids with their images where the engine takes them (transformers), else the image prompt
+            whole = not getattr(self.engine, "accepts_image_ids", False)
+            inputs = [replace(p, token_ids=tuple(i)) if whole and isinstance(i, ImageIds) else i
+                      for p, i in zip(prompts, ids, strict=True)]  # fmt: skip
+            return inputs, texts, kept
         return (
             [p if len(i) <= c.max_prompt_length else t for p, i, t in zip(prompts, ids, texts, strict=True)],
             texts,

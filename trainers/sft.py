@@ -21,6 +21,7 @@ import torch
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.models.precision import compute_in, pad_token_id
 from reasonloop.trainers.config import OfflineOptions, SFTConfig
+from reasonloop.trainers.images import ImageIds, ImageInputs, text_only_error
 from reasonloop.trainers.logprobs import completion_logprobs
 from reasonloop.trainers.ogpsa import OGPSA, ogpsa_for
 from reasonloop.trainers.step_utils import split_indices
@@ -64,8 +65,38 @@ def encode_chat(
     return ids[:first], ids[first:], loss[first:]
 
 
-def encode_sample(tokenizer: Any, sample: dict, chat_template: str = "auto") -> Encoded:
+def encode_image_sample(images: ImageInputs, tokenizer: Any, rendered: Any, sample: dict) -> Encoded:
+    """A sample about an image: its prompt turns with the image, through the processor (ImageIds:
+    the ids carry the pixel values); the target as the processor's chat template closes an
+    assistant turn (its end-of-turn marker trained, the whitespace after it not), or the target
+    and EOS without a template."""
+    if sample.get("loss_mask_spans"):
+        raise ValueError("loss_mask_spans on an image sample are not supported")
+    if not isinstance(rendered, str) and rendered and rendered[-1]["role"] == "assistant":
+        rendered = rendered[:-1]  # the turn trained on is the target
+    prompt = images.prompt(rendered, sample["media_ref"])
+    prompt_ids = images.encode(prompt)
+    if getattr(images.processor, "chat_template", None):
+        head = images.processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+        answer = {"role": "assistant", "content": sample["target"]}
+        full = images.processor.apply_chat_template([*prompt.messages(), answer], tokenize=False)
+        if not full.startswith(head):
+            raise ValueError("the processor's chat template renders the prompt differently when an answer follows")
+        target_ids = list(tokenizer(full[len(head) :].rstrip(), add_special_tokens=False)["input_ids"])
+    else:
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else pad_token_id(tokenizer)
+        target_ids = [*tokenizer(sample["target"], add_special_tokens=False)["input_ids"], eos]
+    return prompt_ids, target_ids, [True] * len(target_ids)
+
+
+def encode_sample(
+    tokenizer: Any, sample: dict, chat_template: str = "auto", images: ImageInputs | None = None
+) -> Encoded:
     rendered = prompt_policy.render(tokenizer, sample["prompt"], sample.get("messages"), chat_template)
+    if sample.get("media_ref"):
+        if images is None:
+            raise text_only_error("an sft sample")
+        return encode_image_sample(images, tokenizer, rendered, sample)
     if isinstance(rendered, str):
         return encode_plain(tokenizer, sample["prompt"], sample["target"], sample.get("loss_mask_spans"))
     messages = sample.get("messages") or []
@@ -78,14 +109,19 @@ def encode_sample(tokenizer: Any, sample: dict, chat_template: str = "auto") -> 
 
 
 def truncate(encoded: Encoded, max_length: int) -> Encoded:
-    """Cut from the right to `max_length` tokens (prompt + target), as TRL's `max_length`."""
+    """Cut from the right to `max_length` tokens (prompt + target), as TRL's `max_length`; a prompt
+    with images is never cut (its image tokens would lose their image), only its target."""
     prompt, target, keep = encoded
     room = max(1, max_length - len(prompt))
+    if isinstance(prompt, ImageIds):
+        return prompt, target[:room], keep[:room]
     return prompt[-max_length + 1 :] if len(prompt) >= max_length else prompt, target[:room], keep[:room]
 
 
-def encode_all(tokenizer: Any, samples: Sequence[dict], chat_template: str, max_length: int) -> list[Encoded]:
-    return [truncate(encode_sample(tokenizer, s, chat_template), max_length) for s in samples]
+def encode_all(
+    tokenizer: Any, samples: Sequence[dict], chat_template: str, max_length: int, images: ImageInputs | None = None
+) -> list[Encoded]:
+    return [truncate(encode_sample(tokenizer, s, chat_template, images), max_length) for s in samples]
 
 
 def kept_logprobs(model: Any, rows: Sequence[Encoded], pad_id: int, compute_dtype: torch.dtype | None) -> torch.Tensor:
@@ -203,14 +239,16 @@ def ogpsa_from_sets(
 def run_sft(
     config: SFTConfig, *, model: Any, tokenizer: Any, samples: Sequence[dict], log: Callable[[dict], None] | None = None,
     compute_dtype: torch.dtype | None = None, reference_sets: Sequence[Sequence[dict]] = (),
+    images: ImageInputs | None = None,
 ) -> list[dict]:  # fmt: skip
-    """Train on samples (dicts with prompt, target, messages, loss_mask_spans); per-step metrics.
-    `reference_sets`: OGPSA's capability sets (trainers/ogpsa.py), each a list of samples."""
+    """Train on samples (dicts with prompt, target, messages, loss_mask_spans, media_ref); per-step
+    metrics. `reference_sets`: OGPSA's capability sets (trainers/ogpsa.py), each a list of samples.
+    `images`: a vision-language model's (trainers/images.py), for samples with a `media_ref`."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     if not samples:
         raise ValueError("no sft_samples to train on")
-    encoded = encode_all(tokenizer, samples, config.chat_template, config.max_length)
+    encoded = encode_all(tokenizer, samples, config.chat_template, config.max_length, images)
     pad_id = pad_token_id(tokenizer, model)
     trainable, optimizer, scheduler, ogpsa = optimizer_for(
         config, model, tokenizer, reference_sets, pad_id=pad_id, compute_dtype=compute_dtype

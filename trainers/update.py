@@ -69,7 +69,7 @@ class PolicyUpdate:
         clip: ClipRange, pad_id: int, compute_dtype: torch.dtype | None,
         reference: Callable[[], contextlib.AbstractContextManager[Any]] | None, dist: Dist | None = None,
         group_order: Callable[[str], tuple] | None = None, sharding: Sharding | None = None,
-        guidance: Callable[..., float] | None = None,
+        guidance: Callable[..., float] | None = None, images: Callable[[list, list[str]], list] | None = None,
     ) -> None:  # fmt: skip
         """`reference`: a context manager factory yielding the reference model (β > 0), or None.
         `dist`: data parallelism (trainers/distributed.py); gradients are summed over ranks.
@@ -82,6 +82,7 @@ class PolicyUpdate:
         self.loss_fn, self.clip, self.pad_id = loss_fn, clip, pad_id
         self.dtype, self.reference = compute_dtype, reference
         self.guidance = guidance
+        self.images = images  # (prompt ids, problem ids) -> the ids with their images (a vision-language run)
         self.row_weights: list[float] = []  # mean importance weight per batch row (lineage)
         # Train and eval mode differ only by dropout, gradient checkpointing, router noise; without
         # them (the usual RL setting: TRL disables dropout) the model is left in the mode it is in,
@@ -159,6 +160,8 @@ class PolicyUpdate:
             metrics.update(grad_norm=0.0, clip_ratio_low=0.0, clip_ratio_high=0.0)
             return 0.0
         prompts = batch.column("prompt_ids").to_pylist()
+        if self.images is not None:
+            prompts = self.images(prompts, batch.column("problem_id").to_pylist())
         completions = batch.column("completion_ids").to_pylist()
         lengths = [len(x) for x in completions]
         device = next(self.model.parameters()).device

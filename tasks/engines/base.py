@@ -15,13 +15,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Any, Protocol, Union
 
 from reasonloop.tasks.registry import Registry
 
 ChatMessages = list[dict[str, str]]
 TokenIds = list[int]
-Prompt = Union[str, ChatMessages, TokenIds]  # noqa: UP007 - readable alias; ids: already encoded
+
+
+@dataclass(frozen=True)
+class ImagePrompt:
+    """A prompt about images: its text or chat turns, and its images (PIL, RGB). The images go, in
+    order, before the text of the first user turn, as image parts of that turn (`messages`): the
+    form chat templates of LLaVA/Qwen2-VL-style processors and OpenAI-compatible servers take."""
+
+    prompt: str | ChatMessages
+    images: tuple[Any, ...]
+    # The prompt's ids as the trainer's processor encodes them (image tokens expanded): what a
+    # server that reports no prompt ids (OpenAI-compatible) records on its completions.
+    token_ids: tuple[int, ...] = ()
+
+    def messages(self) -> list[dict[str, Any]]:
+        turns = [{"role": "user", "content": self.prompt}] if isinstance(self.prompt, str) else list(self.prompt)
+        first = next(i for i, t in enumerate(turns) if t["role"] == "user")
+        text = turns[first]["content"]
+        parts = [{"type": "image"} for _ in self.images] + [{"type": "text", "text": text}]
+        return [*turns[:first], {**turns[first], "content": parts}, *turns[first + 1 :]]
+
+
+Prompt = Union[str, ChatMessages, TokenIds, ImagePrompt]  # noqa: UP007 - readable alias; ids: already encoded
 
 
 @dataclass(frozen=True)

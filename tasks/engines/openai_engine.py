@@ -10,7 +10,9 @@ With a `tokenizer` the engine takes token ids (the trainer renders and encodes p
 template included) and sends them as the completions `prompt` (vLLM accepts a list of ids), asking
 for the sampled tokens' ids and logprobs: the rollouts are then trainable, on the same ids the
 policy scores. `load_weights` is the weight-sync protocol (trainers/engines.py): POST
-{"path", "version"} to `weight_sync_path` on the server.
+{"path", "version"} to `weight_sync_path` on the server. An `ImagePrompt` goes to chat completions
+with each image as an `image_url` part holding a base64 PNG data URI (what vLLM serve and OpenAI
+take); its `token_ids` (the trainer's encoding) become the completions' prompt ids.
 """
 
 from __future__ import annotations
@@ -22,9 +24,35 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.engines.base import Completion, ImagePrompt, Prompt, SamplingParams, register_engine
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def image_data_uri(image: Any) -> str:
+    """A PIL image as a `data:image/png;base64,...` URI."""
+    import base64
+    import io
+
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def openai_image_messages(prompt: ImagePrompt) -> list[dict[str, Any]]:
+    """The prompt's turns with its image parts as OpenAI `image_url` parts, in order."""
+    images = iter(prompt.images)
+    turns = []
+    for turn in prompt.messages():
+        content = turn["content"]
+        if not isinstance(content, str):
+            content = [
+                {"type": "image_url", "image_url": {"url": image_data_uri(next(images))}} if part["type"] == "image"
+                else part
+                for part in content
+            ]  # fmt: skip
+        turns.append({**turn, "content": content})
+    return turns
 
 
 class EngineError(RuntimeError):
@@ -119,6 +147,9 @@ class OpenAIEngine:
             body["seed"] = seed
         if sampling.top_k:
             body["top_k"] = sampling.top_k
+        if isinstance(prompt, ImagePrompt):  # chat with image parts as base64 data URIs (OpenAI's image_url)
+            return "/v1/chat/completions", {**body, "messages": openai_image_messages(prompt), "logprobs": True,
+                                            "top_logprobs": sampling.top_logprobs}  # fmt: skip
         if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], int)):
             return "/v1/completions", {**body, "prompt": prompt, "logprobs": sampling.top_logprobs}
         return "/v1/chat/completions", {**body, "messages": prompt, "logprobs": True,
@@ -158,6 +189,9 @@ class OpenAIEngine:
                         "(vLLM: return_tokens_as_token_ids)"
                     )
                 c.prompt_ids = list(prompt)
+        if isinstance(prompt, ImagePrompt) and prompt.token_ids:
+            for c in out:
+                c.prompt_ids = list(prompt.token_ids)
         return out
 
     def load_weights(self, path: Any, version: int) -> None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from reasonloop.tasks import prompts as prompt_policy
-from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.engines.base import Completion, ImagePrompt, Prompt, SamplingParams, register_engine
 from reasonloop.tasks.engines.static_decode import StaticDecoder
 from reasonloop.tasks.models.loading import unwrap_peft
 from reasonloop.tasks.models.precision import compute_in, eos_token_ids, pad_token_id, resolve_dtype
@@ -80,10 +81,25 @@ def sample_inverse_cdf(logp: torch.Tensor, uniforms: torch.Tensor) -> torch.Tens
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=logp.shape[-1] - 1)
 
 
+def image_inputs(processor: Any, prompt: ImagePrompt) -> tuple[list[int], torch.Tensor]:
+    """A vision-language processor's (token ids, pixel values (n_images, C, H, W)) for an image
+    prompt: its turns through the processor's chat template (image parts become the image token,
+    which the processor expands to one token per patch), else the image tokens before the text."""
+    if getattr(processor, "chat_template", None):
+        text = processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+    elif isinstance(prompt.prompt, str):
+        text = processor.image_token * len(prompt.images) + prompt.prompt
+    else:
+        raise ValueError("chat turns with images need a processor with a chat template")
+    encoded = processor(text=[text], images=list(prompt.images), return_tensors="pt")
+    return encoded["input_ids"][0].tolist(), encoded["pixel_values"]
+
+
 @register_engine("transformers")
 class TransformersEngine:
     name = "transformers"
     accepts_token_ids = True
+    accepts_image_ids = True  # token ids that carry pixel values (trainers/images.ImageIds)
 
     def __init__(
         self,
@@ -94,16 +110,25 @@ class TransformersEngine:
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         static_decode: bool = True,
+        processor: Any = None,
     ) -> None:
         """`model`: a model object (with its `tokenizer`), or a folder / hub id, loaded here in the
         compute `dtype` (inference needs no fp32 masters). `dtype` for a model object: the dtype
         its forward passes run in (None: its parameters'). `static_decode`: decode Llama-shaped
-        models through `StaticDecoder` (False: always transformers' forward)."""
+        models through `StaticDecoder` (False: always transformers' forward). `processor`: a
+        vision-language model's (AutoProcessor), for `ImagePrompt`s; loaded with a folder's model."""
         self.static_decode = static_decode
         if isinstance(model, (str, Path)):
-            from reasonloop.tasks.models.loading import dtype_source, load_causal_lm, load_tokenizer
+            from reasonloop.tasks.models.loading import (
+                dtype_source,
+                is_vision_model,
+                load_causal_lm,
+                load_processor,
+                load_tokenizer,
+            )
 
             tokenizer = tokenizer or load_tokenizer(model)
+            processor = processor or (load_processor(model) if is_vision_model(model) else None)
             where = device or "cpu"
             load_dtype = resolve_dtype(dtype, dtype_source(model), where) if isinstance(dtype, str) else dtype
             model = load_causal_lm(model, dtype=load_dtype or resolve_dtype("auto", dtype_source(model), where))
@@ -112,7 +137,7 @@ class TransformersEngine:
             raise ValueError("pass the tokenizer with a model object")
         if device is not None:
             model = model.to(device)
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model, self.tokenizer, self.batch_size, self.processor = model, tokenizer, batch_size, processor
         self._texts: dict[int, str] = {}  # token id -> text, for top_logprobs
         self.dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
         self.pad_id = pad_token_id(tokenizer, model)
@@ -125,15 +150,26 @@ class TransformersEngine:
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt: ids as given, text, or chat messages through the chat template."""
-        return prompt_policy.encode(self.tokenizer, prompt)
+        """Token ids of a prompt: ids as given, text, or chat messages through the chat template
+        (an image prompt: with each image's placeholder expanded to its patch tokens)."""
+        return self._encode(prompt)[0]
+
+    def _encode(self, prompt: Prompt) -> tuple[list[int], torch.Tensor | None]:
+        """(token ids, pixel values (n_images, C, H, W) or None)."""
+        if getattr(prompt, "pixel_values", None) is not None:  # ids encoded with their images (trainers/images.py)
+            return list(prompt), prompt.pixel_values
+        if not isinstance(prompt, ImagePrompt):
+            return prompt_policy.encode(self.tokenizer, prompt), None
+        if self.processor is None:
+            raise ValueError("an ImagePrompt needs a vision-language model and its processor (AutoProcessor)")
+        return image_inputs(self.processor, prompt)
 
     def generate(self, prompts: Sequence[Prompt], n: int, sampling: SamplingParams) -> list[Completion]:
         """With `sampling.seeds` (one per prompt), every sample draws from its own counter-based
         stream keyed by (prompt seed, sample index): the result does not depend on the batch; without,
         one torch generator seeded by `sampling.seed` serves the whole call."""
-        encoded = [self.encode(p) for p in prompts]
-        jobs = [(i, ids) for i, ids in enumerate(encoded) for _ in range(n)]
+        encoded = [self._encode(p) for p in prompts]
+        jobs = [(i, ids, pixels) for i, (ids, pixels) in enumerate(encoded) for _ in range(n)]
         if sampling.seeds and len(sampling.seeds) != len(prompts):
             raise ValueError(f"{len(sampling.seeds)} seeds for {len(prompts)} prompts")
         keys = (
@@ -158,18 +194,27 @@ class TransformersEngine:
 
     @torch.inference_mode()
     def _generate_batch(
-        self, jobs: list[tuple[int, list[int]]], sampling: SamplingParams, generator: torch.Generator,
+        self, jobs: list[tuple[int, list[int], torch.Tensor | None]], sampling: SamplingParams, generator: torch.Generator,
         row_keys: torch.Tensor | None = None,
     ) -> list[Completion]:  # fmt: skip
         device = next(self.model.parameters()).device
-        batch, p_len, steps = len(jobs), max(len(ids) for _, ids in jobs), sampling.max_new_tokens
+        batch, p_len, steps = len(jobs), max(len(ids) for _, ids, _ in jobs), sampling.max_new_tokens
         # Each distinct prompt is prefilled once and its cache rows copied to its samples: a group of
-        # n samples shares one prompt, and the prefill was most of a short completion's cost.
-        distinct: dict[tuple[int, ...], int] = {}
-        job_prompt = torch.tensor([distinct.setdefault(tuple(ids), len(distinct)) for _, ids in jobs], device=device)
+        # n samples shares one prompt, and the prefill was most of a short completion's cost. Image
+        # prompts are told apart by prompt index too (the same ids stand for any image).
+        distinct: dict[tuple, int] = {}
+        pixels: list[torch.Tensor] = []
+        rows = []
+        for i, ids, image in jobs:
+            key = (tuple(ids), i if image is not None else None)
+            if key not in distinct:
+                distinct[key] = len(distinct)
+                pixels += [image] if image is not None else []
+            rows.append(distinct[key])
+        job_prompt = torch.tensor(rows, device=device)
         input_ids = torch.full((len(distinct), p_len), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(distinct), p_len), dtype=torch.long)
-        for row, ids in enumerate(distinct):
+        for row, (ids, _) in enumerate(distinct):
             input_ids[row, p_len - len(ids) :] = torch.tensor(ids)
             attention[row, p_len - len(ids) :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
@@ -177,8 +222,9 @@ class TransformersEngine:
         stop_ids = torch.tensor(sorted(self.eos_ids | set(sampling.stop_token_ids)), device=device)
         cache = DynamicCache()
         kw = {self._cache_kw: cache, **self._last_logits}
+        images = {"pixel_values": torch.cat(pixels).to(device, self.pixel_dtype)} if pixels else {}
         logits = self.model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, **kw
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, **kw, **images
         ).logits[:, -1, :][job_prompt]
         if len(distinct) < batch:
             cache.batch_select_indices(job_prompt)
@@ -250,6 +296,11 @@ class TransformersEngine:
             (top_values.cpu(), top_ids.cpu()) if k else None,
         )
 
+    @property
+    def pixel_dtype(self) -> torch.dtype:
+        """What pixel values are cast to: the parameters' dtype (autocast, when on, casts from there)."""
+        return next(self.model.parameters()).dtype
+
     def _stop_strings(self, tokens: torch.Tensor, live: torch.Tensor, stop: tuple[str, ...]) -> torch.Tensor:
         """Rows (B,) whose text now ends in a stop string. Only the last few tokens are decoded:
         enough to hold the longest stop string (a token is at least one byte)."""
@@ -265,7 +316,7 @@ class TransformersEngine:
     ) -> list[Completion]:
         out = []
         text_of = self._token_text
-        for b, (prompt_index, prompt_ids) in enumerate(jobs):
+        for b, (prompt_index, prompt_ids, _) in enumerate(jobs):
             n = int(lengths[b])
             ids = tokens[b, :n].tolist()
             stopped = bool(finished[b])

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reasonloop.tasks.engines.base import Completion, Prompt, SamplingParams, register_engine
+from reasonloop.tasks.engines.base import Completion, ImagePrompt, Prompt, SamplingParams, register_engine
 
 VLLM_MISSING = "the vllm engine needs vLLM: pip install 'reasonloop[vllm]' (GPU machines only)"
 
@@ -142,7 +142,9 @@ class VLLMEngine:
             else self._vllm.SamplingParams(**kwargs)
         )
         exact = logprobs_are_exact(self.logprobs_mode, sampling)
-        if all(isinstance(p, list) and (not p or isinstance(p[0], int)) for p in prompts):  # token ids
+        if any(isinstance(p, ImagePrompt) for p in prompts):  # one request each, images as multi_modal_data
+            outputs = self.llm.generate([self.request(p) for p in prompts], params, use_tqdm=False)
+        elif all(isinstance(p, list) and (not p or isinstance(p[0], int)) for p in prompts):  # token ids
             outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
         elif all(isinstance(p, str) for p in prompts):
             outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
@@ -150,6 +152,21 @@ class VLLMEngine:
             outputs = self.llm.chat(list(prompts), params, use_tqdm=False)
         top = sampling.top_logprobs
         return [c for i, o in enumerate(outputs) for c in completions_from_vllm(o, i, exact=exact, top_logprobs=top)]
+
+    def request(self, prompt: Prompt) -> dict[str, Any]:
+        """One prompt as a vLLM request dict: ids, text, chat turns (templated by vLLM's tokenizer)
+        or an image prompt (its turns templated with image parts; the images as `multi_modal_data`,
+        which vLLM's processor expands into the placeholder's tokens)."""
+        if isinstance(prompt, list) and (not prompt or isinstance(prompt[0], int)):
+            return {"prompt_token_ids": list(prompt)}
+        if isinstance(prompt, str):
+            return {"prompt": prompt}
+        turns = prompt.messages() if isinstance(prompt, ImagePrompt) else list(prompt)
+        text = self.llm.get_tokenizer().apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        if not isinstance(prompt, ImagePrompt):
+            return {"prompt": text}
+        images = prompt.images[0] if len(prompt.images) == 1 else list(prompt.images)
+        return {"prompt": text, "multi_modal_data": {"image": images}}
 
     def sleep(self) -> None:
         """Free the engine's GPU memory for the update (with enable_sleep_mode): level 2 drops the

@@ -35,17 +35,31 @@ def dtype_source(path: str | Path) -> str | Path:
     return adapter_base(path) if is_adapter(path) else path
 
 
-def load_causal_lm(path: str | Path, *, dtype: torch.dtype = torch.float32, trainable_adapter: bool = False) -> Any:
-    """The model at `path` with its parameters in `dtype`."""
-    from transformers import AutoModelForCausalLM
+def is_vision_model(path: str | Path) -> bool:
+    """Whether the model at `path` (a folder, an adapter's base, or a hub id) takes images: its
+    config has a vision tower (LLaVA, Qwen2-VL, Gemma 3, ...)."""
+    from transformers import AutoConfig
 
+    config = AutoConfig.from_pretrained(str(dtype_source(path)))
+    return getattr(config, "vision_config", None) is not None
+
+
+def _auto_class(path: str | Path) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText if is_vision_model(path) else AutoModelForCausalLM
+
+
+def load_causal_lm(path: str | Path, *, dtype: torch.dtype = torch.float32, trainable_adapter: bool = False) -> Any:
+    """The model at `path` with its parameters in `dtype` (a vision-language model through
+    AutoModelForImageTextToText: the same generate/forward interface, plus `pixel_values`)."""
     if not is_adapter(path):
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        return _auto_class(path).from_pretrained(str(path), dtype=dtype)
     try:
         from peft import PeftModel
     except ImportError as exc:
         raise ImportError(f"{path} is a LoRA adapter: pip install 'reasonloop[lora]' (peft)") from exc
-    base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=dtype)
+    base = _auto_class(path).from_pretrained(adapter_base(path), dtype=dtype)
     model = PeftModel.from_pretrained(base, str(path), is_trainable=trainable_adapter)
     return model if trainable_adapter else model.merge_and_unload()
 
@@ -56,3 +70,11 @@ def load_tokenizer(path: str | Path) -> Any:
 
     source = path if (Path(path) / "tokenizer_config.json").exists() or not is_adapter(path) else adapter_base(path)
     return AutoTokenizer.from_pretrained(str(source))
+
+
+def load_processor(path: str | Path) -> Any:
+    """A vision-language model's processor (image processor + tokenizer + chat template)."""
+    from transformers import AutoProcessor
+
+    source = path if (Path(path) / "processor_config.json").exists() or not is_adapter(path) else adapter_base(path)
+    return AutoProcessor.from_pretrained(str(source))

@@ -22,8 +22,31 @@ class FakeOpenAI(LocalJSONServer):
         self.lock = threading.Lock()
         super().__init__()
 
+    @staticmethod
+    def _content_text(content: Any) -> str:
+        """A message's text; content parts are checked as OpenAI checks them (an image part is an
+        `image_url` whose url is a base64 data URI of a decodable image) and counted into the text."""
+        if isinstance(content, str):
+            return content
+        import base64
+        import io
+
+        from PIL import Image
+
+        texts, images = [], 0
+        for part in content:
+            if part["type"] == "text":
+                texts.append(part["text"])
+                continue
+            assert part["type"] == "image_url", part["type"]
+            header, _, data = part["image_url"]["url"].partition(",")
+            assert header.startswith("data:image/") and header.endswith(";base64"), header
+            Image.open(io.BytesIO(base64.b64decode(data))).load()
+            images += 1
+        return "".join(texts) + f"+{images}img"
+
     def _reply(self, body: dict[str, Any], chat: bool) -> dict[str, Any]:
-        prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        prompt = self._content_text(body["messages"][-1]["content"]) if chat else body["prompt"]
         k = int(body.get("top_logprobs") if chat else body.get("logprobs") or 0)
         choices = []
         for i in range(body.get("n", 1)):

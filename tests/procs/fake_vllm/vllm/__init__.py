@@ -116,13 +116,35 @@ class LLM:
         for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
             ours = Ours(temperature=p.temperature, top_p=p.top_p, top_k=max(0, p.top_k), max_new_tokens=p.max_tokens,
                         seeds=(p.seed if p.seed is not None else 0,), ignore_eos=p.ignore_eos)  # fmt: skip
-            ids = prompt["prompt_token_ids"] if isinstance(prompt, dict) else prompt
+            ids = self._prompt_ids(prompt)
             samples = self._engine.generate([ids], p.n, ours)
             outputs = [CompletionOutput(k, c.text, c.token_ids, sum(c.logprobs),
                                         [{t: Logprob(lp)} for t, lp in zip(c.token_ids, c.logprobs, strict=True)],
                                         c.finish_reason) for k, c in enumerate(samples)]  # fmt: skip
             out.append(RequestOutput(str(i), None, samples[0].prompt_ids, outputs))
         return out
+
+    def _prompt_ids(self, prompt: Any) -> Any:
+        """A request's ids: given, or its text tokenized; with `multi_modal_data`, the text and images
+        through the model's processor (each placeholder expanded, as vLLM's processor does)."""
+        if not isinstance(prompt, dict):
+            return prompt
+        if "prompt_token_ids" in prompt:
+            return prompt["prompt_token_ids"]
+        data = prompt.get("multi_modal_data")
+        if data is None:
+            return self._engine.tokenizer(prompt["prompt"], add_special_tokens=False)["input_ids"]
+        from reasonloop.trainers.images import ImageIds
+
+        assert set(data) == {"image"}, f"only images here, got {sorted(data)}"
+        images = data["image"] if isinstance(data["image"], list) else [data["image"]]
+        processor = self._engine.processor
+        assert processor.image_token in prompt["prompt"], "a multimodal prompt without the image placeholder"
+        encoded = processor(text=[prompt["prompt"]], images=images, return_tensors="pt")
+        return ImageIds(encoded["input_ids"][0].tolist(), encoded["pixel_values"])
+
+    def get_tokenizer(self) -> Any:
+        return self._engine.tokenizer
 
     def generate(
         self, prompts: Any, sampling_params: SamplingParams | Sequence[SamplingParams] | None = None, *,

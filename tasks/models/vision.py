@@ -1,0 +1,94 @@
+"""`reasonloop model init --vision`: a small LLaVA-style vision-language checkpoint, built offline.
+
+The architecture users fine-tune (transformers' `LlavaForConditionalGeneration`): a CLIP vision
+tower, a two-layer projector, and the BPE language model of tasks/models/bpe.py (Qwen2, ChatML,
+two EOS ids, bf16 on disk) with an `<image>` token added. The folder holds a `LlavaProcessor`
+(CLIP image processor + tokenizer + a chat template whose user turns may carry image parts), so
+
+    AutoProcessor.from_pretrained(folder); AutoModelForImageTextToText.from_pretrained(folder)
+
+load it. An image becomes (image_size / patch_size)^2 `<image>` tokens in the prompt (the CLS
+feature is dropped: `vision_feature_select_strategy="default"`), replaced by projected patch
+features inside the model; text tokens around them are what losses and logprobs cover.
+Deterministic for a seed. The image size defaults to CoTZero's 48 px scenes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    CLIPVisionConfig,
+    GenerationConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    Qwen2Config,
+)
+
+from reasonloop.tasks.models.bpe import END_OF_TEXT, IM_END, PAD_TO, build_bpe_tokenizer
+from reasonloop.tasks.models.tiny import SIZES, seeded
+
+IMAGE_TOKEN = "<image>"
+IMAGE_SIZE, PATCH_SIZE = 48, 8
+# ChatML as tasks/models/bpe.py's, where a message's content may be a list of parts: an image part
+# renders as the image token (the processor expands it to one token per patch), text as its text.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '<image>' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_processor(seed: int = 0, image_size: int = IMAGE_SIZE) -> LlavaProcessor:
+    from transformers import CLIPImageProcessorPil  # the PIL backend: no torchvision needed
+
+    tokenizer = build_bpe_tokenizer(seed)
+    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    images = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return LlavaProcessor(
+        image_processor=images, tokenizer=tokenizer, patch_size=PATCH_SIZE, vision_feature_select_strategy="default",
+        image_token=IMAGE_TOKEN, num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+    )  # fmt: skip
+
+
+def init_vision_model(out: str | Path, *, size: str = "tiny", seed: int = 0, image_size: int = IMAGE_SIZE) -> Path:
+    """Write a LLaVA checkpoint (bf16 safetensors, processor, generation config) to `out`."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    spec = SIZES[size]
+    processor = build_processor(seed, image_size)
+    tokenizer = processor.tokenizer
+    end_of_text, im_end, image_id = tokenizer.convert_tokens_to_ids([END_OF_TEXT, IM_END, IMAGE_TOKEN])
+    text = Qwen2Config(
+        vocab_size=-(-len(tokenizer) // PAD_TO) * PAD_TO, hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+        num_key_value_heads=max(1, spec.heads // 2), max_position_embeddings=spec.max_positions,
+        tie_word_embeddings=True, bos_token_id=None, eos_token_id=end_of_text, pad_token_id=None,
+    )  # fmt: skip
+    vision = CLIPVisionConfig(
+        hidden_size=spec.hidden // 2, intermediate_size=spec.hidden, num_hidden_layers=spec.layers,
+        num_attention_heads=max(1, spec.heads // 2), image_size=image_size, patch_size=PATCH_SIZE,
+        projection_dim=spec.hidden // 2,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=image_id, projector_hidden_act="gelu",
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        image_seq_length=(image_size // PATCH_SIZE) ** 2, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = seeded(LlavaForConditionalGeneration, config, seed)
+    model.generation_config = GenerationConfig(
+        do_sample=True, temperature=1.0, top_p=1.0, top_k=0, bos_token_id=None,
+        eos_token_id=[end_of_text, im_end], pad_token_id=None,
+    )  # fmt: skip
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out
