@@ -43,7 +43,7 @@ from reasonloop.tasks.recipes.igrpo_refine import RefineDataConfig, refine_data
 from reasonloop.trainers.config import SFTConfig, TrainConfig
 from reasonloop.trainers.policy import load_policy, save_weights
 from reasonloop.trainers.rl import RLTrainer
-from reasonloop.trainers.run import evaluate_model
+from reasonloop.trainers.run import evaluate_model, image_inputs_for
 from reasonloop.trainers.sft import run_sft
 
 
@@ -77,12 +77,14 @@ def recipe_rows(task: str, chat: bool) -> tuple[list[dict], list[dict]]:
     return problems, samples
 
 
-def sft(start: Path, out: Path, samples: list[dict], steps: int, lr: float) -> Path:
+def sft(start: Path, out: Path, samples: list[dict], steps: int, lr: float, store: ReplayStore | None = None) -> Path:
+    """`store`: where samples' images are (a vision-language start)."""
     config = SFTConfig(steps=steps, batch_size=32, lr=lr, seed=0)
     policy = load_policy(start, config)
-    run_sft(config, model=policy.model, tokenizer=policy.tokenizer, samples=samples, compute_dtype=policy.compute_dtype)
+    run_sft(config, model=policy.model, tokenizer=policy.tokenizer, samples=samples, compute_dtype=policy.compute_dtype,
+            images=image_inputs_for(policy, store) if store is not None else None)  # fmt: skip
     save_weights(policy.model, out, merged=False)
-    policy.tokenizer.save_pretrained(out)
+    policy.processing_class.save_pretrained(out)
     return out
 
 

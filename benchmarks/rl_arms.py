@@ -46,7 +46,7 @@ def train_arm(
     config = TrainConfig(**{**RL_DEFAULTS, "steps": steps, "seed": seed, **options})
     policy = load_policy(start, config)
     trainer = RLTrainer(config, model=policy.model, tokenizer=policy.tokenizer, store=store, run_id=run_id,
-                        output_dir=tmp / run_id, compute_dtype=policy.compute_dtype)  # fmt: skip
+                        output_dir=tmp / run_id, compute_dtype=policy.compute_dtype, processor=policy.processor)  # fmt: skip
     began = time.perf_counter()
     trainer.train(steps)
     return trainer.output_dir / f"checkpoint-{steps:06d}", time.perf_counter() - began

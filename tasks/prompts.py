@@ -52,8 +52,11 @@ def encode(tokenizer: Any, prompt: str | Messages | Sequence[int]) -> list[int]:
 
 def engine_inputs(engine: Any, tokenizer: Any, prompts: Sequence[str | Messages]) -> list:
     """What to hand an engine: token ids where it takes them (the exact prompt training sees,
-    whoever samples), else the rendered prompts themselves."""
-    return [encode(tokenizer, p) for p in prompts] if engine.accepts_token_ids else list(prompts)
+    whoever samples), else the rendered prompts themselves; an image prompt as it is (its engine's
+    processor encodes it with its images)."""
+    if not engine.accepts_token_ids:
+        return list(prompts)
+    return [p if hasattr(p, "images") else encode(tokenizer, p) for p in prompts]  # an ImagePrompt goes whole
 
 
 def display(tokenizer: Any, prompt: str | Messages) -> str:

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from reasonloop.storage import ReplayStore
     from reasonloop.tasks.engines.base import Engine
 
-COLUMNS = "id, prompt, messages, answer, answer_type, taxonomy, choices"
+COLUMNS = "id, prompt, messages, answer, answer_type, taxonomy, choices, media_ref"
 
 
 def eval_problems(store: ReplayStore, split: str, source: str, limit: int) -> list[dict]:
@@ -43,3 +43,11 @@ def eval_engine(
         "openai": {"base_url": engine_url, "model": str(model), "tokenizer": tokenizer},
     }
     return make_engine(engine, **options.get(engine, {}))
+
+
+def with_images(store: ReplayStore, prompts: list, problems: list[dict]) -> list:
+    """Rendered prompts, those of problems with an image as `ImagePrompt`s (a vision-language model's)."""
+    from reasonloop.tasks.engines.base import ImagePrompt
+
+    return [ImagePrompt(p, (store.media.open_image(row["media_ref"]),)) if row.get("media_ref") else p
+            for p, row in zip(prompts, problems, strict=True)]  # fmt: skip

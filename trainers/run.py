@@ -229,7 +229,7 @@ def evaluate_model(
     from reasonloop.tasks.recipes.octopus import SEPARATOR
     from reasonloop.tasks.rewards.by_answer_type import score_by_answer_type
     from reasonloop.tasks.rewards.self_correction import correction_stats
-    from reasonloop.trainers.eval_setup import eval_engine, eval_problems
+    from reasonloop.trainers.eval_setup import eval_engine, eval_problems, with_images
     from reasonloop.trainers.evaluate import with_corrections
 
     problems = eval_problems(store, split, source, limit)
@@ -241,6 +241,7 @@ def evaluate_model(
 
         sampler = BacktrackingEngine(sampler, tokenizer)
     rendered = [prompt_policy.render(tokenizer, p["prompt"], p["messages"], chat_template) for p in problems]
+    rendered = with_images(store, rendered, problems)
     prompts = prompt_policy.engine_inputs(sampler, tokenizer, rendered)
 
     def score(rows: list[dict], texts: list[str]) -> list[float | None]:
