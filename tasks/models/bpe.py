@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
-from reasonloop.tasks.models.tiny import SIZES, seeded
+from reasonloop.tasks.models.tiny import SIZES, TinySize, seeded
 
 END_OF_TEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIALS = (END_OF_TEXT, IM_START, IM_END)
@@ -85,14 +86,10 @@ def build_bpe_tokenizer(seed: int = 0, vocab_size: int = VOCAB_SIZE) -> PreTrain
     return tokenizer
 
 
-def init_bpe_model(out: str | Path, *, size: str = "tiny", seed: int = 0) -> Path:
-    """Write a Qwen2 checkpoint (bf16 safetensors, tokenizer, generation config) to `out`."""
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
-    spec = SIZES[size]
-    tokenizer = build_bpe_tokenizer(seed)
-    end_of_text, im_end = tokenizer.convert_tokens_to_ids([END_OF_TEXT, IM_END])
-    config = Qwen2Config(
+def qwen2_config(tokenizer: PreTrainedTokenizerBase, spec: TinySize) -> Qwen2Config:
+    """The Qwen2 shape for a size: grouped-query attention, tied embeddings, the embedding padded
+    past the tokenizer to a multiple of 64, EOS the tokenizer's."""
+    return Qwen2Config(
         vocab_size=-(-len(tokenizer) // PAD_TO) * PAD_TO,
         hidden_size=spec.hidden,
         intermediate_size=spec.intermediate,
@@ -102,16 +99,30 @@ def init_bpe_model(out: str | Path, *, size: str = "tiny", seed: int = 0) -> Pat
         max_position_embeddings=spec.max_positions,
         tie_word_embeddings=True,
         bos_token_id=None,
-        eos_token_id=end_of_text,
+        eos_token_id=tokenizer.convert_tokens_to_ids(END_OF_TEXT),
         pad_token_id=None,
     )
-    model = seeded(Qwen2ForCausalLM, config, seed)
+
+
+def save_chat_checkpoint(model: Any, processing_class: Any, out: str | Path) -> Path:
+    """Write a chat model as real ones ship: sampling defaults without truncation, a turn ending on
+    either EOS id ([<|endoftext|>, <|im_end|>]), bf16 safetensors, the tokenizer or processor."""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
     model.generation_config = GenerationConfig(
         do_sample=True, temperature=1.0, top_p=1.0, top_k=0, bos_token_id=None,
-        eos_token_id=[end_of_text, im_end], pad_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids([END_OF_TEXT, IM_END]), pad_token_id=None,
     )  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    processing_class.save_pretrained(out)
     return out
+
+
+def init_bpe_model(out: str | Path, *, size: str = "tiny", seed: int = 0) -> Path:
+    """Write a Qwen2 checkpoint (bf16 safetensors, tokenizer, generation config) to `out`."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    tokenizer = build_bpe_tokenizer(seed)
+    model = seeded(Qwen2ForCausalLM, qwen2_config(tokenizer, SIZES[size]), seed)
+    return save_chat_checkpoint(model, tokenizer, out)

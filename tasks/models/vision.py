@@ -17,17 +17,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import (
     CLIPVisionConfig,
-    GenerationConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
-    Qwen2Config,
 )
 
-from reasonloop.tasks.models.bpe import END_OF_TEXT, IM_END, PAD_TO, build_bpe_tokenizer
+from reasonloop.tasks.models.bpe import build_bpe_tokenizer, qwen2_config, save_chat_checkpoint
 from reasonloop.tasks.models.tiny import SIZES, seeded
 
 IMAGE_TOKEN = "<image>"
@@ -64,14 +61,8 @@ def init_vision_model(out: str | Path, *, size: str = "tiny", seed: int = 0, ima
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
     spec = SIZES[size]
     processor = build_processor(seed, image_size)
-    tokenizer = processor.tokenizer
-    end_of_text, im_end, image_id = tokenizer.convert_tokens_to_ids([END_OF_TEXT, IM_END, IMAGE_TOKEN])
-    text = Qwen2Config(
-        vocab_size=-(-len(tokenizer) // PAD_TO) * PAD_TO, hidden_size=spec.hidden,
-        intermediate_size=spec.intermediate, num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
-        num_key_value_heads=max(1, spec.heads // 2), max_position_embeddings=spec.max_positions,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=end_of_text, pad_token_id=None,
-    )  # fmt: skip
+    text = qwen2_config(processor.tokenizer, spec)
+    image_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     vision = CLIPVisionConfig(
         hidden_size=spec.hidden // 2, intermediate_size=spec.hidden, num_hidden_layers=spec.layers,
         num_attention_heads=max(1, spec.heads // 2), image_size=image_size, patch_size=PATCH_SIZE,
@@ -83,12 +74,4 @@ def init_vision_model(out: str | Path, *, size: str = "tiny", seed: int = 0, ima
         image_seq_length=(image_size // PATCH_SIZE) ** 2, tie_word_embeddings=True,
     )  # fmt: skip
     model = seeded(LlavaForConditionalGeneration, config, seed)
-    model.generation_config = GenerationConfig(
-        do_sample=True, temperature=1.0, top_p=1.0, top_k=0, bos_token_id=None,
-        eos_token_id=[end_of_text, im_end], pad_token_id=None,
-    )  # fmt: skip
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    return out
+    return save_chat_checkpoint(model, processor, out)
