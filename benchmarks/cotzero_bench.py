@@ -9,7 +9,8 @@ held-out scenes split by composition (no held-out combination of sized, coloured
 training; asserted). Two SFT runs from the same fresh model on the same training questions: `hier`
 (G/L/R steps, then the answer) and `flat` (the answer only). From the `hier` start, two GRPO arms
 of `--rl-steps` steps: `ccvr` (format 0.1, answer 0.5, semantic 0.2, edit 0.2) and `answer` (the
-answer alone). Each model answers the same held-out questions greedily (trainers/cotzero_eval.py):
+answer alone). Each model answers the same held-out questions greedily (trainers/cotzero_eval.py), beside `always-no`
+(no model: the majority answer), scored by
 accuracy overall, per level, on the perturbed negatives, and the F1 of "no" over the perturbation
 set (the paper's inconsistency F1), with the chain's format rate and per-step agreement.
 """
@@ -37,9 +38,9 @@ from reasonloop.tasks.models import init_model
 from reasonloop.tasks.models.loading import load_tokenizer
 from reasonloop.tasks.recipes.chat import as_chat
 from reasonloop.tasks.recipes.cotzero import CoTZeroConfig, generate
-from reasonloop.trainers.cotzero_eval import evaluate_cotzero
+from reasonloop.trainers.cotzero_eval import evaluate_cotzero, score_cotzero
 
-ARMS = ("sft-flat", "sft-hier", "grpo-answer", "grpo-ccvr")
+ARMS = ("always-no", "sft-flat", "sft-hier", "grpo-answer", "grpo-ccvr")
 REWARDS = {"grpo-answer": "ccvr_answer:1", "grpo-ccvr": "ccvr"}
 MAX_NEW = 128  # the longest gold chain is ~110 characters
 
@@ -88,7 +89,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict]:
     if args.model == "bpe":
         flat = [{**r, "messages": [*r["messages"][:-1], {"role": "assistant", "content": r["target"]}]} for r in flat]
     base = init_model(args.model, tmp / "base", seed=seed)
-    out: dict[str, dict] = {}
+    out: dict[str, dict] = {"always-no": score_cotzero(problems, ["#no"] * len(problems))}  # the majority answer
     began = time.perf_counter()
     starts = {"sft-flat": sft(base, tmp / "flat", flat, args.sft_steps, 1e-3, store),
               "sft-hier": sft(base, tmp / "hier", hier, args.sft_steps, 1e-3, store)}  # fmt: skip
