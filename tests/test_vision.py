@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -241,6 +242,11 @@ def test_sft_and_grpo_on_image_questions_through_the_store(vlm_model_dir: Path, 
     gaps = store.query("SELECT metrics['mismatch/logprob_abs_diff_max'] AS m FROM train_metrics WHERE run_id = 'vlm'")
     assert max(gaps.column("m").to_pylist()) < 1e-4, "the update scores what the engine sampled, image included"
     assert type(AutoProcessor.from_pretrained(final)).__name__ == "LlavaProcessor"
+    problem = trainer.problems[0]
+    trainer.config = replace(train, max_prompt_length=40)  # shorter than the image's 36 tokens + the question
+    metrics: dict[str, float] = {}
+    inputs, _, kept = trainer.encode([trainer.render(problem)], metrics)
+    assert kept == [False] and metrics == {"prompts_skipped": 1.0}, "an image prompt is skipped, never cut"
     text_policy = load_policy(vlm_model_dir, train)
     with pytest.raises(ValueError, match="takes no images"):  # no processor: a text-only run on image rows
         RLTrainer(train, model=text_policy.model, tokenizer=text_policy.tokenizer, store=store, run_id="x",
