@@ -183,6 +183,11 @@ def test_evaluation_metrics_per_level_and_on_the_perturbation_set() -> None:
     perfect = score_cotzero(data.problems, gold)
     assert perfect["accuracy"] == 1.0 and perfect["inconsistency_f1"] == 1.0 and perfect["format"] == 1.0
     assert perfect["semantic"] == pytest.approx(1.0) and set(perfect["by_level"]) == {1, 2, 3}
+    assert perfect["steps"] == {"G": 1.0, "L": 1.0, "R": 1.0, "R_exact": 1.0, "answer_follows_R": 1.0}
+    flipped = [t.replace("#yes", "#x").replace("#no", "#yes").replace("#x", "#no") for t in gold]
+    contrary = score_cotzero(data.problems, flipped)  # right facts, every answer the other one
+    assert contrary["accuracy"] == 0.0 and contrary["steps"]["R_exact"] == 1.0
+    assert contrary["steps"]["answer_follows_R"] == 0.0
     always_yes = score_cotzero(data.problems, ["#yes"] * len(gold))
     assert always_yes["format"] == 0.0 and always_yes["inconsistency_f1"] == 0.0
     assert always_yes["accuracy"] == pytest.approx(sum(p["answer"] == "yes" for p in data.problems) / len(gold))

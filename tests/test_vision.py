@@ -245,7 +245,7 @@ def test_sft_and_grpo_on_image_questions_through_the_store(vlm_model_dir: Path, 
     problem = trainer.problems[0]
     trainer.config = replace(train, max_prompt_length=40)  # shorter than the image's 36 tokens + the question
     metrics: dict[str, float] = {}
-    inputs, _, kept = trainer.encode([trainer.render(problem)], metrics)
+    _, _, kept = trainer.encode([trainer.render(problem)], metrics)
     assert kept == [False] and metrics == {"prompts_skipped": 1.0}, "an image prompt is skipped, never cut"
     text_policy = load_policy(vlm_model_dir, train)
     with pytest.raises(ValueError, match="takes no images"):  # no processor: a text-only run on image rows

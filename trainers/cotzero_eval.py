@@ -7,6 +7,9 @@ lexical-perturbation negatives, with the paper's anchor metric.
     inconsistency_f1   F1 of answering "no" (the statement is inconsistent with the scene) over the
                        perturbation set: each negative and the question it was made from
     format, semantic   share of well-formed chains; mean per-step agreement with the gold steps
+    steps              over the well-formed chains: G right, L and R item F1, R exactly right, and
+                       whether the answer is the one the chain's own facts give (exist/relation
+                       questions, whose one fact decides): where a chain goes wrong
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reasonloop.tasks.engines.base import Engine, SamplingParams
-from reasonloop.tasks.rewards.ccvr import ANSWER, format_score, semantic_score
+from reasonloop.tasks.rewards.ccvr import ANSWER, format_score, parse_chain, semantic_score, step_scores
 
 
 def predicted_answer(text: str) -> str | None:
@@ -38,6 +41,7 @@ def score_cotzero(problems: Sequence[dict], texts: Sequence[str]) -> dict[str, A
     metadata)."""
     by_level: dict[int, list[bool]] = defaultdict(list)
     perturbed, pair_set, formats, semantics = [], [], [], []
+    steps: dict[str, list[float]] = defaultdict(list)  # per level of the chain, over well-formed chains
     bases = {_base_key(p) for p in problems if _meta(p).get("is_perturbed")}
     for problem, text in zip(problems, texts, strict=True):
         meta, gold = _meta(problem), str(problem["answer"]).lower()
@@ -46,6 +50,10 @@ def score_cotzero(problems: Sequence[dict], texts: Sequence[str]) -> dict[str, A
         by_level[int(meta.get("level", 0))].append(right)
         formats.append(format_score(text))
         semantics.append(semantic_score(text, problem["process_labels"]) if problem.get("process_labels") else 0.0)
+        chain = parse_chain(text)
+        if chain is not None and problem.get("process_labels"):
+            for name, value in step_scores(chain, problem["process_labels"]).items():
+                steps[name].append(value)
         if meta.get("is_perturbed"):
             perturbed.append(right)
         if meta.get("is_perturbed") or _key(problem) in bases:
@@ -59,6 +67,7 @@ def score_cotzero(problems: Sequence[dict], texts: Sequence[str]) -> dict[str, A
         "inconsistency_f1": f1_of(pair_set) if pair_set else None,
         "format": sum(formats) / n if n else 0.0,
         "semantic": sum(semantics) / n if n else 0.0,
+        "steps": {name: sum(v) / len(v) for name, v in steps.items()},
     }
 
 

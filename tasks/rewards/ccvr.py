@@ -84,16 +84,28 @@ def answer_score(text: str, answer: Any) -> float:
     return 1.0 if found and found[-1].lower() == str(answer).strip().lower() else 0.0
 
 
+def step_scores(steps: dict[str, str], labels: Any) -> dict[str, float]:
+    """A parsed chain against the gold steps: G right, L and R item F1, R exactly right, and (for a
+    one-fact yes/no R such as `left of=yes`) whether the answer is the fact's value."""
+    gold = _gold(labels)
+    out = {
+        "G": float(steps["G"] == gold["G"]),
+        "L": _f1(_items(steps["L"], "|"), _items(gold["L"], "|")),
+        "R": _f1(_items(steps["R"], ","), _items(gold["R"], ",")),
+        "R_exact": float(steps["R"] == gold["R"]),
+    }
+    facts = _items(steps["R"], ",")
+    if len(facts) == 1 and facts[0].rpartition("=")[2] in ("yes", "no"):
+        out["answer_follows_R"] = float(facts[0].rpartition("=")[2] == steps["F"])
+    return out
+
+
 def semantic_score(text: str, labels: Any) -> float:
-    steps, gold = parse_chain(text), _gold(labels)
+    steps = parse_chain(text)
     if steps is None:
         return 0.0
-    per_step = (
-        float(steps["G"] == gold["G"]),
-        _f1(_items(steps["L"], "|"), _items(gold["L"], "|")),
-        _f1(_items(steps["R"], ","), _items(gold["R"], ",")),
-    )
-    return sum(per_step) / len(per_step)
+    per_step = step_scores(steps, labels)
+    return (per_step["G"] + per_step["L"] + per_step["R"]) / 3
 
 
 def edit_score(text: str, labels: Any) -> float:
