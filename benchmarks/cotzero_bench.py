@@ -33,12 +33,12 @@ from reasonloop.storage import ReplayStore
 from reasonloop.storage.samplers import sft_rows
 from reasonloop.tasks import prompts as prompt_policy
 from reasonloop.tasks.engines import make_engine
-from reasonloop.tasks.engines.base import ImagePrompt
 from reasonloop.tasks.models import init_model
 from reasonloop.tasks.models.loading import load_tokenizer
 from reasonloop.tasks.recipes.chat import as_chat
 from reasonloop.tasks.recipes.cotzero import CoTZeroConfig, generate
 from reasonloop.trainers.cotzero_eval import evaluate_cotzero, score_cotzero
+from reasonloop.trainers.eval_setup import with_images
 
 ARMS = ("always-no", "sft-flat", "sft-hier", "grpo-answer", "grpo-ccvr")
 REWARDS = {"grpo-answer": "ccvr_answer:1", "grpo-ccvr": "ccvr"}
@@ -47,14 +47,12 @@ MAX_NEW = 128  # the longest gold chain is ~110 characters
 
 def build_store(tmp: Path, seed: int, scenes: int, chat: bool, mode: str) -> ReplayStore:
     data = generate(CoTZeroConfig(scenes=scenes, seed=seed, mode=mode))
-    problems, samples = as_chat(data.problems, data.samples) if chat else (data.problems, data.samples)
+    problems, samples = as_chat(data.problem_rows(), data.samples) if chat else (data.problem_rows(), data.samples)
     train = {json.loads(p["metadata"])["composition"] for p in problems if p["split"] == "train"}
     held = {json.loads(p["metadata"])["composition"] for p in problems if p["split"] == "heldout"}
     assert not train & held, "a held-out composition is in training"
     store = ReplayStore(tmp / "store")
-    store.write(
-        "problems", [{**p, "image": data.images[p["media_ref"]]} if p.get("media_ref") else p for p in problems]
-    )
+    store.write("problems", problems)  # image rows carry their image: the store puts it
     store.write("sft_samples", samples)
     return store
 
@@ -71,9 +69,7 @@ def evaluate(model: Path, problems: list[dict], store: ReplayStore) -> dict:
     tokenizer = load_tokenizer(model)
     engine = make_engine("transformers", model=model, batch_size=256)
     prompts = [prompt_policy.render(tokenizer, p["prompt"], p["messages"]) for p in problems]
-    prompts = [ImagePrompt(x, (store.media.open_image(p["media_ref"]),)) if p["media_ref"] else x
-               for x, p in zip(prompts, problems, strict=True)]  # fmt: skip
-    return evaluate_cotzero(engine, problems, prompts, max_new_tokens=MAX_NEW)
+    return evaluate_cotzero(engine, problems, with_images(store, prompts, problems), max_new_tokens=MAX_NEW)
 
 
 def run_seed(seed: int, args: argparse.Namespace) -> dict[str, dict]:
