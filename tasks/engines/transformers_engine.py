@@ -61,15 +61,19 @@ def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
     return (x >> k) & ((1 << (64 - k)) - 1)
 
 
-def counter_uniform(keys: torch.Tensor, t: int) -> torch.Tensor:
-    """Uniforms in (0, 1), float64, one per row: SplitMix64 of (row key, step t), computed on the
-    keys' device. keys: (B,) int64. A row's stream depends on its key only (batch invariance);
-    int64 multiplication wraps as the unsigned arithmetic needs."""
-    z = keys + signed64(((t + 1) * 0x9E3779B97F4A7C15) & MASK64)
+def counter_uniform(keys: torch.Tensor, t: int | range) -> torch.Tensor:
+    """Uniforms in (0, 1), float64: SplitMix64 of (row key, step t), computed on the keys' device.
+    keys: (B,) int64 -> (B,) for one step t, or (B, len(t)) for a range of steps (a decode run draws
+    all of its uniforms at once). A row's stream depends on its key only (batch invariance); int64
+    multiplication wraps as the unsigned arithmetic needs."""
+    steps = range(t, t + 1) if isinstance(t, int) else t
+    offsets = [signed64(((s + 1) * 0x9E3779B97F4A7C15) & MASK64) for s in steps]
+    z = keys[:, None] + torch.tensor(offsets, dtype=torch.long, device=keys.device)
     z = (z ^ _shr(z, 30)) * signed64(0xBF58476D1CE4E5B9)
     z = (z ^ _shr(z, 27)) * signed64(0x94D049BB133111EB)
     z = z ^ _shr(z, 31)
-    return (_shr(z, 11).double() + 0.5) / float(1 << 53)
+    uniforms = (_shr(z, 11).double() + 0.5) / float(1 << 53)
+    return uniforms[:, 0] if isinstance(t, int) else uniforms
 
 
 def sample_inverse_cdf(logp: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -230,14 +234,14 @@ class TransformersEngine:
             cache.batch_select_indices(job_prompt)
         # Decode steps through a KV buffer of our own where the model is Llama-shaped (static_decode.py:
         # the same values without transformers' per-call plumbing; benchmarks/RESULTS.md, engine).
-        static = StaticDecoder(self.model, cache, p_len, steps) if self.static_decode and StaticDecoder.supports(
-            self.model, cache, p_len + steps
-        ) else None  # fmt: skip
         # One mask for the whole run, sliced per step (growing it by concatenation costs a copy).
         full_attention = torch.ones((batch, p_len + steps), dtype=torch.long, device=device)
         full_attention[:, :p_len] = attention[job_prompt]
-        visible = full_attention.bool()
         positions = positions[job_prompt]
+        next_pos = positions[:, -1:] + 1
+        static = StaticDecoder(self.model, cache, p_len, steps, next_pos, full_attention.bool()) if (
+            self.static_decode and StaticDecoder.supports(self.model, cache, p_len + steps)
+        ) else None  # fmt: skip
         tokens = torch.full((batch, steps), self.pad_id, dtype=torch.long, device=device)
         logprobs = torch.zeros((batch, steps), device=device)
         entropies = torch.zeros((batch, steps), device=device)
@@ -246,18 +250,18 @@ class TransformersEngine:
         k = sampling.top_logprobs
         top_values = torch.zeros((batch, steps, k), device=device)
         top_ids = torch.zeros((batch, steps, k), dtype=torch.long, device=device)
-        next_pos = positions[:, -1:] + 1
         greedy = sampling.temperature == 0
+        uniforms = counter_uniform(row_keys, range(steps)) if row_keys is not None and not greedy else None
         for t in range(steps):
-            scaled = logits.float() if greedy else logits.float() / sampling.temperature
+            scaled = logits.float() if greedy or sampling.temperature == 1.0 else logits.float() / sampling.temperature
             logp = torch.log_softmax(scaled, dim=-1)  # (B, V): the distribution we record
             probs = logp.exp()
             truncated = sampling.top_k or sampling.top_p < 1.0
             if greedy:
                 token = logp.argmax(-1)
-            elif row_keys is not None:
+            elif uniforms is not None:
                 sample_logp = truncate_logprobs(logp, sampling.top_k, sampling.top_p) if truncated else logp
-                token = sample_inverse_cdf(sample_logp, counter_uniform(row_keys, t))
+                token = sample_inverse_cdf(sample_logp, uniforms[:, t])
             elif truncated:
                 sample_logp = truncate_logprobs(logp, sampling.top_k, sampling.top_p)
                 token = torch.multinomial(sample_logp.exp(), 1, generator=generator).squeeze(-1)
@@ -277,7 +281,7 @@ class TransformersEngine:
             if finished.all() or t == steps - 1:
                 break
             if static is not None:
-                logits = static.step(token, next_pos, visible, t)
+                logits = static.step(token, t)
             else:
                 logits = self.model(
                     input_ids=token[:, None], attention_mask=full_attention[:, : p_len + t + 1], position_ids=next_pos,
