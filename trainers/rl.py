@@ -43,6 +43,7 @@ from reasonloop.trainers.self_verify import with_verification
 from reasonloop.trainers.sft import sft_guidance
 from reasonloop.trainers.sharding import Sharding
 from reasonloop.trainers.step_utils import (
+    adamw,
     batch_metrics,
     derive_seed,
     group_count,
@@ -106,7 +107,7 @@ class RLTrainer(GroupSampler):
             config.clip_high if config.clip_high >= 0 else default.high,
         )
         trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapter only
-        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = adamw(trainable, config.lr, config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.pad_id = pad_token_id(tokenizer, model)
         self.updater = PolicyUpdate(

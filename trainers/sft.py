@@ -24,7 +24,7 @@ from reasonloop.trainers.config import OfflineOptions, SFTConfig
 from reasonloop.trainers.images import ImageIds, ImageInputs, text_only_error
 from reasonloop.trainers.logprobs import completion_logprobs
 from reasonloop.trainers.ogpsa import OGPSA, ogpsa_for
-from reasonloop.trainers.step_utils import split_indices
+from reasonloop.trainers.step_utils import adamw, split_indices
 
 Encoded = tuple[list[int], list[int], list[bool]]  # prompt ids, target ids, loss mask per target token
 
@@ -207,7 +207,7 @@ def optimizer_for(
 ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer, Any, OGPSA | None]:  # fmt: skip
     """(trainable parameters, AdamW, warm-up + cosine schedule, OGPSA or None) of an offline trainer."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adamw(trainable, config.lr, config.weight_decay)
     schedule = warmup_cosine(config.warmup_steps, config.steps)
     ogpsa = ogpsa_from_sets(
         config,

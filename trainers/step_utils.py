@@ -19,6 +19,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, with torch's fused kernel where every parameter is a plain floating tensor on a CPU or
+    CUDA device: one kernel call per parameter instead of ~10 (on the tiny model's 20 tensors, 0.65
+    vs 2.7 ms a step on one CPU thread). Sharded (DTensor) or other parameters get the default."""
+    fusable = bool(params) and all(
+        type(p) is torch.nn.Parameter and p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if fusable else None)
+
+
 def derive_seed(seed: int, step: int, stage: str) -> int:
     """A 63-bit seed for (seed, step, stage): independent of how many steps ran before."""
     digest = hashlib.blake2b(f"{seed}/{step}/{stage}".encode(), digest_size=8).digest()
