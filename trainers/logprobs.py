@@ -120,15 +120,18 @@ def copy_cache_rows(cache: Any, rows: torch.Tensor) -> None:
 
 def shared_prompt_hidden(
     decoder: Any, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
-    device: torch.device,
+    device: torch.device, model: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """The hidden states that predict each completion token, with every distinct prompt run once:
     the U distinct prompts (left-padded to P) fill a KV cache, its rows are copied to their B
     samples (an index op: the samples' gradients add up on the shared prompt), and the completions
     (right-padded to T) run on that cache. The same values as one forward over [prompt | completion]
-    rows, for (U·P + B·T) tokens instead of B·(P+T). Returns hidden (B, T, H), targets (B, T) and
-    the completion mask (B, T)."""
+    rows, for (U·P + B·T) tokens instead of B·(P+T). Llama-shaped models (`model` given) take
+    trainers/llama_forward.py's forward, the same computation without transformers' plumbing.
+    Returns hidden (B, T, H), targets (B, T) and the completion mask (B, T)."""
     from transformers import DynamicCache
+
+    from reasonloop.trainers.llama_forward import llama_shared_hidden, takes_llama_forward
 
     distinct: dict[tuple[int, ...], int] = {}
     row_prompt = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], device=device)
@@ -146,6 +149,9 @@ def shared_prompt_hidden(
         comp_attn[row, : len(completion)] = 1
     prompt_ids, prompt_attn = prompt_ids.to(device), prompt_attn.to(device)
     comp_ids, comp_attn = comp_ids.to(device), comp_attn.to(device)
+    if model is not None and takes_llama_forward(model, decoder, p_len + t_len):
+        hidden = llama_shared_hidden(model, prompt_ids, prompt_attn, comp_ids, comp_attn, row_prompt)
+        return hidden, comp_ids, comp_attn.bool()
     cache = DynamicCache()
     keyword = _cache_keyword(type(decoder))
     positions = (prompt_attn.cumsum(-1) - 1).clamp(min=0)
@@ -266,7 +272,7 @@ def completion_logprobs(
     device = next(model.parameters()).device
     share_prompts = share_prompts and not images  # the same ids can stand for different images
     if share_prompts and can_share_prompts(model, decoder) and len({tuple(p) for p in prompts}) < len(prompts):
-        hidden, targets, mask = shared_prompt_hidden(decoder, prompts, completions, pad_id, device)
+        hidden, targets, mask = shared_prompt_hidden(decoder, prompts, completions, pad_id, device, model)
     else:
         ids, attn, mask, p_len = pack(prompts, completions, pad_id, device)
         positions = (attn.cumsum(-1) - 1).clamp(min=0)
