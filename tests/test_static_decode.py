@@ -54,6 +54,8 @@ def test_what_the_static_decoder_covers(base_model: Path, tiny_model_dir: Path) 
     model.config.use_sliding_window, model.config.sliding_window = True, 16  # a window the run outgrows
     assert not StaticDecoder.supports(model, cache, window=64)
     assert StaticDecoder.supports(model, cache, window=16)
+    model.model.rotary_emb.rope_type = "dynamic"  # frequencies that follow the longest position
+    assert not StaticDecoder.supports(model, cache, window=16)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=model.config.vocab_size, n_layer=1, n_embd=32, n_head=2))
     assert not StaticDecoder.supports(gpt2, _cache_for(gpt2), window=64)
 

@@ -46,6 +46,10 @@ class StaticDecoder:
         """Whether this decoder computes what `model` computes, for a run of `window` positions."""
         if not llama_shaped(model, window):
             return False
+        # Rotary tables run ahead of the decoded position; frequencies that depend on the longest
+        # position seen so far (dynamic NTK, LongRoPE) would change early: those keep transformers'.
+        if getattr(unwrap_peft(model).model.rotary_emb, "rope_type", "default") in ("dynamic", "longrope"):
+            return False
         layers = getattr(cache, "layers", None)
         return layers is not None and len(layers) == len(unwrap_peft(model).model.layers)
 
