@@ -110,12 +110,16 @@ def fused_projections(layers: Any) -> list[tuple[Fused | None, Fused | None]]:
 
 
 def rms_norm(module: Any, x: torch.Tensor) -> torch.Tensor:
-    """`module(x)` for transformers' Llama-family RMSNorm as one kernel call: the same formula,
-    weight * x / sqrt(mean(x²) + eps) (in float32 the same values to rounding; in bf16 the weight
-    multiplies before the one rounding, not after). Any other norm module is called."""
+    """`module(x)` for transformers' Llama-family RMSNorm, which normalizes in float32 and then
+    multiplies by its weight in the input's dtype. With float32 input and weight that is one fused
+    `rms_norm` kernel (the same values); any other dtype keeps the module's exact rounding (a
+    float64 model's norm is float32-precise there too). Any other norm module is called."""
     if type(module).__name__ not in RMS_NORMS:
         return module(x)
-    return F.rms_norm(x, (x.shape[-1],), module.weight, module.variance_epsilon)
+    eps = module.variance_epsilon
+    if x.dtype == torch.float32 and module.weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), module.weight, eps)
+    return module.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def rotary_tables(rotary_emb: Any, like: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
