@@ -207,7 +207,10 @@ def test_prefect_yaml_declares_what_serve_registers(tmp_path: Path, tiny_model_d
     ReplayStore(root)
     with server_and_serve(tmp_path, root, tiny_model_dir) as (env, api, serve):
         wait_for("deployments", lambda: all(api.deployment(n) for n in NAMES), timeout=120)
-        wait_for("triggers", lambda: all(api.automations(api.deployment(n)["id"]) for n in ("retrain",)))
+        # Both triggered deployments: serve registers their automations one after the other, and a
+        # snapshot taken between the two differed from prefect.yaml's (a CI run hit that).
+        triggered = ("retrain", "evaluate-and-promote")
+        wait_for("triggers", lambda: all(api.automations(api.deployment(n)["id"]) for n in triggered))
         served = api.describe()
         stop_process(serve)  # deploy from prefect.yaml replaces what serve registered
         subprocess.run([prefect_executable(), "work-pool", "create", "reasonloop", "--type", "process"],
