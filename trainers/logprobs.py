@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from reasonloop.trainers import llama_forward
+
 DECODER_FORWARD = "sharded_decoder_forward"  # the decoder call FSDP's root hooks wrap (trainers/sharding.py)
 CHUNK_TOKENS = 1024  # completion tokens per LM-head chunk
 RECOMPUTE_BYTES = 2**28  # checkpoint the chunks when the batch's fp32 logits would exceed this
@@ -131,8 +133,6 @@ def shared_prompt_hidden(
     Returns hidden (B, T, H), targets (B, T) and the completion mask (B, T)."""
     from transformers import DynamicCache
 
-    from reasonloop.trainers.llama_forward import llama_shared_hidden, takes_llama_forward
-
     distinct: dict[tuple[int, ...], int] = {}
     row_prompt = torch.tensor([distinct.setdefault(tuple(p), len(distinct)) for p in prompts], device=device)
     p_len = max(len(p) for p in distinct)
@@ -149,8 +149,8 @@ def shared_prompt_hidden(
         comp_attn[row, : len(completion)] = 1
     prompt_ids, prompt_attn = prompt_ids.to(device), prompt_attn.to(device)
     comp_ids, comp_attn = comp_ids.to(device), comp_attn.to(device)
-    if model is not None and takes_llama_forward(model, decoder, p_len + t_len):
-        hidden = llama_shared_hidden(model, prompt_ids, prompt_attn, comp_ids, comp_attn, row_prompt)
+    if model is not None and llama_forward.takes_llama_forward(model, decoder, p_len + t_len):
+        hidden = llama_forward.llama_shared_hidden(model, prompt_ids, prompt_attn, comp_ids, comp_attn, row_prompt)
         return hidden, comp_ids, comp_attn.bool()
     cache = DynamicCache()
     keyword = _cache_keyword(type(decoder))

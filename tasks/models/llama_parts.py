@@ -5,9 +5,10 @@ weights, for the two hot loops that bypass transformers' forward: the engine's d
 Why: on small models a forward through transformers is mostly per-call plumbing (mask building,
 cache objects, output dataclasses, hooks) and many small kernels. These functions keep the model's
 modules where they matter (embedding, rotary embedding, o/down projections, LM head; LoRA-wrapped
-projections are called as modules) and remove the rest: q/k/v and gate/up products fused into one
-matrix product each while the copies are small, one `rms_norm` kernel, rotary cos/sin computed once
-per table instead of per layer, and `rotate_half` as one `roll` against a sign-folded sine.
+projections are called as modules) and remove the rest: one `rms_norm` kernel, rotary cos/sin
+computed once per table instead of per layer, `rotate_half` as one `roll` against a sign-folded
+sine, and — in decode only — q/k/v and gate/up fused into one matrix product each while the
+copies are small.
 
 Scope (`llama_shaped`): layers that are exactly transformers' Llama layer —
 `input_layernorm → self_attn(q/k/v/o_proj, rotary) → residual → post_attention_layernorm → mlp →
